@@ -1,0 +1,37 @@
+# make demo : fresh machine -> .venv, install, run the default sweep (CPU-sized) on local Ray, print where results are
+# make test : install, run the whole test suite (the tests start the real services they need: Ray clusters)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# The demo: sweeps/robustness.yaml with fewer seeds and one learning rate, so it finishes in minutes on 2 cores.
+DEMO_RUN := runs/robustness-demo
+DEMO_SET := --set 'sweep.seed={range: [0, 8]}' --set 'sweep.train.lr=[1.0e-3]'
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: the local CPU build, so nothing pulls the multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m orchestrator launch sweeps/robustness.yaml --run-dir $(DEMO_RUN) $(DEMO_SET)
+	$(BIN)/python -m orchestrator status $(DEMO_RUN)
+	$(BIN)/python -m orchestrator analyze $(DEMO_RUN)
+	@echo "results: $(DEMO_RUN)/trials.parquet, $(DEMO_RUN)/curves.parquet; report: $(DEMO_RUN)/report/index.html"
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Distributed sweep orchestrator: sweep file → trials → backend → trainer → record store → parquet tables."""

@@ -1,0 +1,222 @@
+"""`python -m orchestrator launch | status | tables | analyze`.
+
+Exit codes: 0 done; 1 the sweep finished but some trials failed; 2 bad input (nothing launched, no run directory
+written); 3 the run directory is held by another launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from orchestrator.identity import TrialSpec
+from orchestrator.spec import SpecError, SweepSpec, load_spec
+from orchestrator.store import RunLockedError, RunStore, now_iso
+
+EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
+DRY_RUN_EXAMPLES = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RunLockedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    launch = commands.add_parser("launch", help="run a sweep (or finish it: finished trials are never re-run)")
+    launch.add_argument("sweep", type=Path, help="the sweep file (YAML)")
+    launch.add_argument("--run-dir", type=Path, help="where results go (default: runs/<name>)")
+    launch.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (train.lr=3e-4), an axis (sweep.seed='{range: [0, 4]}'), "
+                             "or a backend key (backend.max_retries=2); repeatable")
+    launch.add_argument("--dry-run", action="store_true", help="print what would run and launch nothing")
+    launch.add_argument("--address", help="join an existing Ray cluster at this address (implies --backend ray)")
+    launch.add_argument("--backend", choices=("ray", "local"), help="override backend.kind")
+    launch.add_argument("--retry-failed", action="store_true", help="run trials recorded as failed again")
+    launch.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    launch.set_defaults(command=cmd_launch)
+
+    status = commands.add_parser("status", help="counts by state, ETA, failures with their error tails")
+    status.add_argument("run_dir", type=Path)
+    status.set_defaults(command=cmd_status)
+
+    tables = commands.add_parser("tables", help="rebuild trials.parquet and curves.parquet from the records")
+    tables.add_argument("run_dir", type=Path)
+    tables.set_defaults(command=cmd_tables)
+
+    analyze = commands.add_parser("analyze", help="write the report (plots, tables) to <run_dir>/report/")
+    analyze.add_argument("run_dir", type=Path)
+    analyze.set_defaults(command=cmd_analyze)
+    return parser
+
+
+# ---- launch -----------------------------------------------------------------------------------------------------
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.backend:
+        overrides.append(f"backend.kind={args.backend}")
+    if args.address:
+        overrides += ["backend.kind=ray", f"backend.address={args.address}"]
+    spec = load_spec(args.sweep, overrides)
+    trials = spec.trials()
+    run_dir = args.run_dir or Path("runs") / spec.name
+
+    from orchestrator.backends import get_backend
+
+    backend = get_backend(spec.backend)
+    if args.dry_run:
+        _print_dry_run(spec, trials, run_dir, backend.describe())
+        return EXIT_OK
+
+    store = RunStore(run_dir)
+    with store.lock():
+        launch_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        store.write_launch({"launch_id": launch_id, "pid": os.getpid(), "host": socket.gethostname(),
+                            "started_at": now_iso(), "started_unix": time.time(), "sweep": str(args.sweep),
+                            "n_trials": len(trials), "backend": spec.backend.kind})
+        store.sweep_path.write_text(yaml.safe_dump(spec.document, sort_keys=False))
+        store.write_plan(trials)
+        pending = _pending(store, trials, retry_failed=args.retry_failed)
+        print(f"{spec.name}: {len(trials)} trials, {len(trials) - len(pending)} already finished, "
+              f"{len(pending)} to run; {backend.describe()}", flush=True)
+
+        from orchestrator.progress import Progress
+
+        progress = Progress(len(pending), enabled=not args.no_progress)
+        start = time.monotonic()
+        try:
+            if pending:
+                backend.run(store, pending, launch_id, progress)
+        finally:
+            progress.close()
+            trials_table, _ = store.rebuild_tables()
+    counts = Counter(trials_table["status"]) if len(trials_table) else Counter()
+    print(f"ran {sum(progress.counts.values())} trials in {_duration(time.monotonic() - start)}; "
+          f"run totals: {_counts_line(counts)}")
+    print(f"results: {store.trials_table} and {store.curves_table}")
+    print(f"next: python -m orchestrator status {run_dir}  |  python -m orchestrator analyze {run_dir}")
+    return EXIT_TRIALS_FAILED if progress.counts["failed"] else EXIT_OK
+
+
+def _pending(store: RunStore, trials: list[TrialSpec], *, retry_failed: bool) -> list[TrialSpec]:
+    finished = store.finished_ids()
+    if retry_failed:
+        finished = {tid for tid in finished if store.read_record(tid).status != "failed"}
+    return [t for t in trials if t.trial_id not in finished]
+
+
+def _print_dry_run(spec: SweepSpec, trials: list[TrialSpec], run_dir: Path, backend: str) -> None:
+    store = RunStore(run_dir)
+    finished = store.finished_ids() & {t.trial_id for t in trials}
+    axes = ", ".join(f"{k} ({len(v)})" for k, v in spec.axes.items()) or "none"
+    print(f"{spec.name}: {len(trials)} trials of trainer {spec.trainer_name}; axes: {axes}")
+    print(f"run directory: {run_dir} ({len(finished)} of these already finished there)")
+    print(backend)
+    r = spec.backend.resources
+    print(f"total requested over the sweep: {len(trials) * r.cpu:g} CPU-trials, {len(trials) * r.gpu:g} GPU-trials")
+    for trial in trials[:DRY_RUN_EXAMPLES]:
+        params = " ".join(f"{k}={v}" for k, v in trial.params.items())
+        print(f"  {trial.trial_id}  {params}")
+    if len(trials) > DRY_RUN_EXAMPLES:
+        print(f"  ... and {len(trials) - DRY_RUN_EXAMPLES} more")
+    print("dry run: nothing launched")
+
+
+# ---- status -----------------------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = RunStore(args.run_dir)
+    launch = store.read_launch()
+    if launch is None:
+        print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    plan = {p["trial_id"]: p for p in store.read_plan()}
+    records = {r.trial_id: r for r in store.iter_records()}
+    running = store.is_locked()
+    in_flight = {tid for tid in plan if tid not in records
+                 and any(a["launch_id"] == launch["launch_id"] for a in store.attempts(tid))} if running else set()
+    counts = Counter(records[tid].status for tid in plan if tid in records)
+    pending = len(plan) - sum(counts.values()) - len(in_flight)
+    succeeded = sum(1 for tid in plan if tid in records and records[tid].success)
+
+    state = f"running (pid {launch['pid']} on {launch['host']})" if running else "not running"
+    print(f"{args.run_dir}: launch {launch['launch_id']} of {launch['sweep']} — {state}")
+    print(f"{len(plan)} trials: {_counts_line(counts)} ({succeeded} succeeded), {len(in_flight)} running, "
+          f"{pending} pending")
+    if len(records) > sum(counts.values()):
+        print(f"{len(records) - sum(counts.values())} more records from earlier plans are kept in the tables")
+    remaining = pending + len(in_flight)
+    if remaining and running:
+        print(_eta_line(records.values(), launch, remaining))
+    elif remaining:
+        print(f"to finish: python -m orchestrator launch {launch['sweep']} --run-dir {args.run_dir}")
+    failed = [r for r in records.values() if r.status == "failed"]
+    for record in failed[:10]:
+        tail = " | ".join((record.error or "").strip().splitlines()[-2:])
+        print(f"  failed {record.trial_id} seed={record.seed} attempt={record.attempt}: {tail}")
+    if len(failed) > 10:
+        print(f"  ... and {len(failed) - 10} more failed (trials.parquet has each error)")
+    return EXIT_OK
+
+
+def _eta_line(records: object, launch: dict, remaining: int) -> str:
+    done_now = [r for r in records if r.launch_id == launch["launch_id"]]  # type: ignore[attr-defined]
+    elapsed = time.time() - float(launch["started_unix"])
+    if not done_now or elapsed <= 0:
+        return f"ETA: unknown until the first trial of this launch finishes ({remaining} to go)"
+    rate = len(done_now) / elapsed
+    return f"ETA: {_duration(remaining / rate)} at {rate * 60:.1f} trials/min"
+
+
+# ---- tables, analyze --------------------------------------------------------------------------------------------
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    trials, curves = RunStore(args.run_dir).rebuild_tables()
+    print(f"{len(trials)} trials, {len(curves)} curve rows written to {args.run_dir}")
+    return EXIT_OK
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    store = RunStore(args.run_dir)
+    if not store.records_dir.exists():
+        print(f"error: {args.run_dir}: no records; not a run directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    store.rebuild_tables()
+    index = write_report(args.run_dir)
+    print(f"report: {index}")
+    return EXIT_OK
+
+
+def _counts_line(counts: Counter) -> str:
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("completed", "diverged", "failed"))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

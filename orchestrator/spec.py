@@ -1,0 +1,315 @@
+"""The sweep file: parse, validate, apply --set overrides, expand the axes into trials.
+
+    name: robustness            # run name; results in runs/<name>/ unless --run-dir
+    trainer: eureka             # a registered trainer
+    config: {...}               # the base trial config, validated by the trainer's schema
+    sweep: {seed: {range: [0, 32]}, train.lr: [3e-4, 1e-3], model.kernel: [softmax, normsoftmax]}
+    backend: {kind: ray, resources: {cpu: 1, gpu: 0}}
+
+Every problem is a `SpecError` that renders as one line: `file:line: key: what is wrong; what is allowed`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from orchestrator import schema
+from orchestrator.identity import TrialSpec, canonical, normalise_number, trial_id
+from orchestrator.schema import SchemaError, closest
+from trainers import UnknownTrainerError, get_trainer
+from trainers.base import SuccessConfig, Trainer, param, section
+
+TOP_LEVEL_KEYS = ("name", "trainer", "config", "sweep", "backend")
+AXIS_FORMS = ("a list of values", "{range: [start, stop]}", "{range: [start, stop, step]}",
+              "{logspace: [low, high, count]}", "{linspace: [low, high, count]}")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+SEED_AXIS = "seed"
+
+
+class SpecError(Exception):
+    """A sweep-file problem, printed as one line naming the file, the line, the key and what is allowed."""
+
+    def __init__(self, file: str, key: str, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.file, self.key, self.message, self.line = file, key, message, line
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+@dataclass
+class Resources:
+    """What one trial asks of the backend."""
+
+    cpu: float = param(1.0, gt=0, doc="CPU cores per trial (also the trial's torch threads)")
+    gpu: float = param(0.0, ge=0, doc="GPUs per trial; fractions pack several trials on one GPU")
+
+
+@dataclass
+class BackendConfig:
+    """Where trials run."""
+
+    kind: Literal["ray", "local"] = param("ray", doc="ray: Ray Tune (embedded local Ray, or address); "
+                                                     "local: in-process, one trial at a time (debugging)")
+    address: str | None = param(None, doc="address of an existing Ray cluster (ray start --head); none: start one")
+    resources: Resources = section(Resources)
+    max_retries: int = param(1, ge=0, doc="times a trial that raised is retried before it is recorded as failed")
+    max_concurrent: int | None = param(None, ge=1, doc="cap on trials running at once; none: as resources allow")
+
+
+@dataclass
+class SweepSpec:
+    file: str
+    name: str
+    trainer_name: str
+    trainer: Trainer
+    base_config: dict[str, Any]
+    axes: dict[str, list[Any]]  # sorted by key, so expansion order does not depend on the file's order
+    backend: BackendConfig
+    document: dict[str, Any] = field(repr=False)  # the sweep as launched (after --set), saved for provenance
+
+    @property
+    def n_trials(self) -> int:
+        return int(np.prod([len(values) for values in self.axes.values()])) if self.axes else 1
+
+    def trials(self) -> list[TrialSpec]:
+        """The product of the axes, each a fully resolved trial with its identity."""
+        keys = list(self.axes)
+        out = []
+        for combination in itertools.product(*(self.axes[k] for k in keys)):
+            params = dict(zip(keys, combination))
+            config = copy.deepcopy(self.base_config)
+            for key, value in params.items():
+                if key != SEED_AXIS:
+                    schema.set_dotted(config, key, value)
+            resolved = schema.build(self.trainer.config_class, config)
+            seed = int(params.get(SEED_AXIS, 0))
+            identity = schema.to_dict(resolved, identity_only=True)
+            tid = trial_id(self.trainer_name, seed, identity)
+            out.append(TrialSpec(tid, self.trainer_name, seed, canonical(schema.to_dict(resolved)), params))
+        return out
+
+
+def load_spec(path: Path | str, overrides: list[str] = ()) -> SweepSpec:
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise SpecError(file, "", f"cannot read the sweep file ({error.strerror})") from None
+    document, lines = parse_yaml(text, file)
+    locate = lambda *keys: _line_of(lines, keys)  # noqa: E731
+
+    for key in document:
+        if key not in TOP_LEVEL_KEYS:
+            raise SpecError(file, str(key), f"unknown top-level key{closest(str(key), TOP_LEVEL_KEYS)}; "
+                                            f"allowed: {', '.join(TOP_LEVEL_KEYS)}", locate(key))
+    document = copy.deepcopy(document)
+    for override in overrides:
+        _apply_override(document, override)
+
+    name = document.get("name", path.stem)
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise SpecError(file, "name", f"got {name!r}; allowed: letters, digits, '_', '.', '-'", locate("name"))
+
+    trainer_name = document.get("trainer")
+    if trainer_name is None:
+        raise SpecError(file, "trainer", "missing; name a registered trainer (e.g. trainer: eureka)")
+    try:
+        trainer = get_trainer(str(trainer_name))
+    except UnknownTrainerError as error:
+        raise SpecError(file, "trainer", error.message, locate("trainer")) from None
+
+    try:
+        base = schema.build(trainer.config_class, document.get("config"))
+    except SchemaError as error:
+        overridden = {o.split("=", 1)[0].strip().removeprefix("config.") for o in overrides}
+        if error.key in overridden:  # the bad value came from the command line, not the file
+            raise SpecError("--set", f"config.{error.key}", error.message) from None
+        raise SpecError(file, f"config.{error.key}", error.message, locate("config", *error.key.split("."))) from None
+    _check_success_metric(file, trainer, base, locate)
+
+    axes = _parse_axes(file, trainer, document.get("sweep"), locate)
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        if key in axes:
+            raise SpecError("--set", key, "is a sweep axis; change it with --set 'sweep.<key>=[...]' or in the file")
+
+    try:
+        backend = schema.build(BackendConfig, document.get("backend"), prefix="")
+    except SchemaError as error:
+        raise SpecError(file, f"backend.{error.key}", error.message, locate("backend", *error.key.split("."))) from None
+
+    return SweepSpec(file, name, str(trainer_name), trainer, canonical(schema.to_dict(base)), axes, backend, document)
+
+
+# ---- YAML with line numbers -------------------------------------------------------------------------------------
+
+
+def parse_yaml(text: str, file: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """safe_load the document, and map each mapping key's path to its 1-based line for error messages."""
+    try:
+        document = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SpecError(file, "", f"does not parse as YAML: {problem}", mark.line + 1 if mark else None) from None
+    if not isinstance(document, dict):
+        raise SpecError(file, "", "must be a YAML mapping with keys: " + ", ".join(TOP_LEVEL_KEYS))
+    lines: dict[tuple[str, ...], int] = {}
+    _collect_lines(node, (), lines)
+    return document, lines
+
+
+def _collect_lines(node: yaml.Node, prefix: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, str(key_node.value))
+            lines[path] = key_node.start_mark.line + 1
+            _collect_lines(value_node, path, lines)
+
+
+def _line_of(lines: dict[tuple[str, ...], int], keys: tuple[str, ...]) -> int | None:
+    # The deepest known part of the path: an unknown key deep in `config` still points at its section.
+    for end in range(len(keys), 0, -1):
+        if keys[:end] in lines:
+            return lines[keys[:end]]
+    return None
+
+
+# ---- --set overrides --------------------------------------------------------------------------------------------
+
+
+def _apply_override(document: dict[str, Any], override: str) -> None:
+    """`train.lr=3e-4` sets a config key; `sweep.<axis>=...`, `backend.x=...`, `name=...` set those parts."""
+    if "=" not in override:
+        raise SpecError("--set", override, "expects key=value, e.g. --set train.lr=3e-4")
+    key, raw = (part.strip() for part in override.split("=", 1))
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        raise SpecError("--set", key, f"value {raw!r} does not parse as YAML") from None
+    head, _, rest = key.partition(".")
+    try:
+        if head in ("name", "trainer") and not rest:
+            document[head] = value
+        elif head == "sweep" and rest:
+            _part(document, "sweep")[rest] = value
+        elif head in ("backend", "config") and rest:
+            schema.set_dotted(_part(document, head), rest, value)
+        else:
+            schema.set_dotted(_part(document, "config"), key, value)
+    except SchemaError as error:
+        raise SpecError("--set", key, error.message) from None
+
+
+def _part(document: dict[str, Any], name: str) -> dict[str, Any]:
+    if document.get(name) is None:
+        document[name] = {}
+    if not isinstance(document[name], dict):
+        raise SpecError("--set", name, f"the file's {name} is not a mapping")
+    return document[name]
+
+
+# ---- validation helpers -----------------------------------------------------------------------------------------
+
+
+def _check_success_metric(file: str, trainer: Trainer, base: Any, locate: Any) -> None:
+    success = getattr(base, "success", None)
+    if not isinstance(success, SuccessConfig):
+        return
+    if success.metric not in trainer.metric_directions:
+        allowed = ", ".join(trainer.metric_directions)
+        raise SpecError(file, "config.success.metric",
+                        f"got {success.metric!r}{closest(success.metric, trainer.metric_directions)}; "
+                        f"trainer {trainer.name} logs: {allowed}", locate("config", "success", "metric"))
+
+
+def _parse_axes(file: str, trainer: Trainer, sweep: Any, locate: Any) -> dict[str, list[Any]]:
+    if sweep is None:
+        return {}
+    if not isinstance(sweep, dict):
+        raise SpecError(file, "sweep", "must map config keys (e.g. train.lr) or seed to axis values",
+                        locate("sweep"))
+    axes: dict[str, list[Any]] = {}
+    for key in sorted(sweep, key=str):
+        key_str = str(key)
+        line = locate("sweep", key_str)
+        try:
+            values = _axis_values(sweep[key])
+            if key_str == SEED_AXIS:
+                values = [schema.coerce(int, v, {"ge": 0}, SEED_AXIS) for v in values]
+            else:
+                values = [_normalised(schema.coerce_leaf(trainer.config_class, key_str, v)) for v in values]
+        except SchemaError as error:
+            message = error.message
+            if key_str != SEED_AXIS and error.key == key_str and "no such key" in message:
+                message = f"not a config key of trainer {trainer.name}: {message}"
+            raise SpecError(file, f"sweep.{key_str}", message, line) from None
+        except ValueError as error:
+            raise SpecError(file, f"sweep.{key_str}", str(error), line) from None
+        duplicates = sorted({repr(v) for v in values if values.count(v) > 1})
+        if duplicates:
+            raise SpecError(file, f"sweep.{key_str}", f"lists {', '.join(duplicates)} more than once", line)
+        axes[key_str] = values
+    return axes
+
+
+def _normalised(value: Any) -> Any:
+    return normalise_number(value) if isinstance(value, float) else value
+
+
+def _axis_values(spec: Any) -> list[Any]:
+    """The values of one axis, from any of AXIS_FORMS; ValueError says which form was meant and what is wrong."""
+    if isinstance(spec, list):
+        if not spec:
+            raise ValueError("is an empty list; an axis needs at least one value")
+        return list(spec)
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ValueError(f"got {spec!r}; an axis is one of: {'; '.join(AXIS_FORMS)}")
+    (form, args), = spec.items()
+    if form == "range":
+        return _range_values(args)
+    if form in ("logspace", "linspace"):
+        return _space_values(form, args)
+    raise ValueError(f"unknown axis form {form!r}{closest(str(form), ('range', 'logspace', 'linspace'))}; "
+                     f"an axis is one of: {'; '.join(AXIS_FORMS)}")
+
+
+def _range_values(args: Any) -> list[int]:
+    if not isinstance(args, list) or len(args) not in (2, 3) or not all(
+            isinstance(a, int) and not isinstance(a, bool) for a in args):
+        raise ValueError(f"range takes [start, stop] or [start, stop, step] as integers, got {args!r}")
+    start, stop, step = (*args, 1) if len(args) == 2 else args
+    if step <= 0:
+        raise ValueError(f"range step must be > 0, got {step}")
+    if stop <= start:
+        raise ValueError(f"range stop must be > start, got [{start}, {stop}] (stop is exclusive)")
+    return list(range(start, stop, step))
+
+
+def _space_values(form: str, args: Any) -> list[float]:
+    if (not isinstance(args, list) or len(args) != 3 or not isinstance(args[2], int) or isinstance(args[2], bool)
+            or args[2] < 1):
+        raise ValueError(f"{form} takes [low, high, count] with an integer count >= 1, got {args!r}")
+    try:
+        low, high = float(args[0]), float(args[1])
+    except (TypeError, ValueError):
+        raise ValueError(f"{form} bounds must be numbers, got {args[0]!r}, {args[1]!r}") from None
+    if form == "logspace":
+        if low <= 0 or high <= 0:
+            raise ValueError(f"logspace bounds must be > 0, got [{args[0]}, {args[1]}]")
+        values = np.geomspace(low, high, args[2])
+    else:
+        values = np.linspace(low, high, args[2])
+    return [normalise_number(float(v)) for v in values]

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A CPU-cheap Eureka trial (well under a second): enough to exercise every path of the orchestrator.
+TINY_CONFIG = """\
+config:
+  task:    {kind: tokens}
+  model:   {depth: 1, width: 16, heads: 2, kernel: softmax}
+  train:   {steps: 30, batch_size: 32, lr: 1.0e-3, eval_every: 10}
+  success: {metric: val_acc, threshold: 0.9}
+"""
+
+
+def write_sweep(directory: Path, body: str, name: str = "sweep.yaml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path: Path):
+    """Write a small eureka sweep file; `sweep` is the YAML of the axes."""
+
+    def make(sweep: str = "sweep: {seed: {range: [0, 2]}, model.kernel: [softmax, normsoftmax]}\n",
+             backend: str = "backend: {kind: local}\n", name: str = "tiny") -> Path:
+        return write_sweep(tmp_path, f"name: {name}\ntrainer: eureka\n{TINY_CONFIG}{sweep}{backend}")
+
+    return make
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    """Environment for running `python -m orchestrator` as a subprocess from the repo."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+PYTHON = sys.executable

@@ -1,0 +1,46 @@
+"""Trainers for unit tests of the orchestrator's own logic (retries, failures, divergence); not real studies."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+
+
+@dataclass
+class FakeTrain:
+    steps: int = param(3, ge=1)
+    fail_times: int = param(0, ge=0, doc="raise on the first N attempts of each trial")
+    diverge_at: int = param(0, ge=0, doc="report NaN and stop at this step (0: never)")
+    checkpoint_every: int = param(1, ge=1, identity=False)
+
+
+@dataclass
+class FakeConfig:
+    train: FakeTrain = section(FakeTrain)
+    success: SuccessConfig = section(SuccessConfig)
+
+
+class FakeTrainer:
+    name = "fake"
+    config_class = FakeConfig
+    metric_directions = {"val_acc": "max"}
+
+    def run(self, config: FakeConfig, seed: int, ctx: TrialContext) -> TrainResult:
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        calls = ctx.workdir / "calls"
+        count = int(calls.read_text()) + 1 if calls.exists() else 1
+        calls.write_text(str(count))
+        if count <= config.train.fail_times:
+            raise RuntimeError(f"planned failure {count} (pid {os.getpid()})")
+        curve = Curve()
+        for step in range(config.train.steps + 1):
+            if config.train.diverge_at and step == config.train.diverge_at:
+                curve.append(step, {"val_acc": float("nan")})
+                return TrainResult(curve, "diverged", step)
+            curve.append(step, {"val_acc": min(1.0, 0.5 + 0.2 * step + 0.01 * seed)})
+        return TrainResult(curve, "completed", config.train.steps)
+
+
+TRAINER = FakeTrainer()

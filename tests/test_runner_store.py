@@ -1,0 +1,96 @@
+"""The runner and the store: records, retries, failures, divergence, locking, tables rebuilt from records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import trainers
+from orchestrator.identity import TrialSpec
+from orchestrator.records import CORE_COLUMNS
+from orchestrator.runner import execute_trial
+from orchestrator.store import RunLockedError, RunStore, write_atomic
+
+
+@pytest.fixture(autouse=True)
+def fake_trainer(monkeypatch):
+    monkeypatch.setitem(trainers.REGISTRY, "fake", "tests.fake_trainers:TRAINER")
+
+
+def spec(trial_id: str = "t1", seed: int = 0, **train: int) -> TrialSpec:
+    config = {"train": {"steps": 3, "fail_times": 0, "diverge_at": 0, "checkpoint_every": 1, **train},
+              "success": {"metric": "val_acc", "threshold": 0.9}}
+    return TrialSpec(trial_id, "fake", seed, config, {"seed": seed})
+
+
+def test_completed_trial_record(tmp_path: Path):
+    store = RunStore(tmp_path)
+    record = execute_trial(store, spec(seed=2), "L1")
+    assert (record.status, record.success, record.eureka_step, record.steps_run) == ("completed", True, 2, 3)
+    assert record.curve["steps"] == [0, 1, 2, 3]
+    assert record.final == {"val_acc": 1.0} and record.best == {"val_acc": 1.0}
+    assert record.attempt == 1 and record.error is None
+    assert store.finished_ids() == {"t1"}
+    assert store.read_record("t1") == record
+
+
+def test_exception_is_retried_then_succeeds(tmp_path: Path):
+    store = RunStore(tmp_path)
+    record = execute_trial(store, spec(fail_times=1), "L1", max_retries=1)
+    assert record.status == "completed"
+    assert record.attempt == 2
+    assert [a["launch_id"] for a in store.attempts("t1")] == ["L1", "L1"]
+
+
+def test_exhausted_retries_give_a_failed_record_with_traceback_tail(tmp_path: Path):
+    store = RunStore(tmp_path)
+    record = execute_trial(store, spec(fail_times=5), "L1", max_retries=2)
+    assert (record.status, record.success, record.attempt) == ("failed", None, 3)
+    assert "RuntimeError: planned failure 3" in record.error
+    assert record.error.count("\n") < 25
+
+
+def test_divergence_is_an_outcome_with_its_curve(tmp_path: Path):
+    record = execute_trial(RunStore(tmp_path), spec(diverge_at=2), "L1")
+    assert (record.status, record.steps_run, record.success) == ("diverged", 2, False)
+    assert record.curve["steps"] == [0, 1, 2]
+    assert record.best == {"val_acc": 0.7}  # the NaN at divergence is not "best"
+
+
+def test_tables_rebuilt_from_records(tmp_path: Path):
+    store = RunStore(tmp_path)
+    for i, kwargs in enumerate([{}, {"fail_times": 9}, {"diverge_at": 1}]):
+        execute_trial(store, spec(f"t{i}", seed=i, **kwargs), "L1")
+    trials, curves = store.rebuild_tables()
+    assert list(trials.columns[: len(CORE_COLUMNS)]) == CORE_COLUMNS
+    assert {"train.steps", "train.fail_times", "success.threshold", "final_val_acc", "best_val_acc"} <= set(trials)
+    by_id = trials.set_index("trial_id")
+    assert list(by_id["status"]) == ["completed", "failed", "diverged"]
+    assert by_id.loc["t0", "eureka_step"] == 2 and pd.isna(by_id.loc["t2", "eureka_step"])
+    assert pd.isna(by_id.loc["t1", "success"]) and not by_id.loc["t2", "success"]
+    assert "planned failure" in by_id.loc["t1", "error"]
+    assert len(curves) == 4 + 0 + 2 and set(curves.columns) == {"trial_id", "step", "val_acc"}
+    # What was written is what is read back.
+    pd.testing.assert_frame_equal(pd.read_parquet(store.trials_table), trials)
+
+
+def test_second_lock_is_refused_with_the_holder(tmp_path: Path):
+    store = RunStore(tmp_path)
+    store.write_launch({"pid": 4242, "host": "node7", "started_at": "then"})
+    with store.lock():
+        assert store.is_locked()
+        with pytest.raises(RunLockedError, match="in use by another launch.*pid 4242 on node7"), RunStore(
+                tmp_path).lock():
+            pass
+    assert not store.is_locked()
+
+
+def test_write_atomic_leaves_no_temp_files(tmp_path: Path):
+    target = tmp_path / "records" / "x.json"
+    write_atomic(target, json.dumps({"a": 1}).encode())
+    write_atomic(target, json.dumps({"a": 2}).encode())
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]

@@ -1,0 +1,129 @@
+"""The contract between the orchestrator and a trainer.
+
+A trainer is a small object with a name, a config schema (nested dataclasses, one source of truth for every key,
+its type, its default and what values are allowed), the direction of each metric it logs, and a `run` method
+that trains one trial and returns its curve. The orchestrator validates configs against the schema, computes
+trial identity from the resolved config, and judges success from the curve; the trainer only trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol
+
+Direction = Literal["max", "min"]
+TrialStatus = Literal["completed", "failed", "diverged"]
+
+
+def param(
+    default: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    doc: str = "",
+    identity: bool = True,
+) -> Any:
+    """Declare a config key with its default and allowed range.
+
+    `identity=False` marks keys that do not change a trial's result (checkpoint cadence, device), so they are
+    left out of the trial id: changing them never makes finished trials look new.
+    """
+    metadata = {"gt": gt, "ge": ge, "lt": lt, "le": le, "doc": doc, "identity": identity}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def section(cls: type) -> Any:
+    """A nested config section whose defaults are the section's own defaults."""
+    return field(default_factory=cls, metadata={"identity": True, "doc": cls.__doc__ or ""})
+
+
+@dataclass
+class SuccessConfig:
+    """When a trial counts as a success: its metric reaches the threshold at some eval."""
+
+    metric: str = param("val_acc", doc="metric judged; must be one the trainer logs")
+    threshold: float = param(0.9, doc="success once the metric reaches this value (direction from the trainer)")
+
+
+@dataclass
+class Curve:
+    """Metrics logged at eval steps, columnar: `steps[i]` is the step at which `metrics[name][i]` was measured."""
+
+    steps: list[int] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def append(self, step: int, values: dict[str, float]) -> None:
+        if self.steps and set(values) != set(self.metrics):
+            raise ValueError(f"metrics at step {step} are {sorted(values)}, earlier evals had {sorted(self.metrics)}")
+        self.steps.append(step)
+        for name, value in values.items():
+            self.metrics.setdefault(name, []).append(float(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": list(self.steps), "metrics": {k: list(v) for k, v in self.metrics.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Curve:
+        return cls(steps=list(data["steps"]), metrics={k: list(v) for k, v in data["metrics"].items()})
+
+
+@dataclass
+class TrainResult:
+    """What a trainer returns: its curve, whether it ran to the end or diverged, and how many steps it took."""
+
+    curve: Curve
+    status: TrialStatus
+    steps_run: int
+    extra: dict[str, Any] = field(default_factory=dict)  # trainer-specific scalars, stored in the record
+
+
+@dataclass
+class TrialContext:
+    """What the orchestrator gives a trainer: a private folder (checkpoints) and a callback for progress."""
+
+    workdir: Path
+    report: Callable[[int, dict[str, float]], None] = lambda step, metrics: None
+    num_threads: int = 1
+
+
+class Trainer(Protocol):
+    name: str
+    config_class: type  # the root dataclass of the schema
+    metric_directions: dict[str, Direction]
+
+    def run(self, config: Any, seed: int, ctx: TrialContext) -> TrainResult: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    success: bool
+    eureka_step: int | None  # first eval step at which the success metric reached the threshold
+
+
+def judge(curve: Curve, success: SuccessConfig, direction: Direction) -> Outcome:
+    """Success = the success metric reaches the threshold at some eval; eureka_step = the first such step."""
+    values = curve.metrics.get(success.metric, [])
+    for step, value in zip(curve.steps, values):
+        reached = value >= success.threshold if direction == "max" else value <= success.threshold
+        if math.isfinite(value) and reached:
+            return Outcome(True, step)
+    return Outcome(False, None)
+
+
+def best_and_final(values: list[float], direction: Direction) -> tuple[float | None, float | None]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return None, (values[-1] if values else None)
+    best = max(finite) if direction == "max" else min(finite)
+    return best, values[-1]
+
+
+def schema_fields(config_class: type) -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(config_class)
