@@ -42,7 +42,7 @@ def execute_trial(
         started_at, start = now_iso(), time.perf_counter()
         try:
             result = trainer.run(config, trial.seed, context)
-        except Exception:  # noqa: BLE001  (a trainer bug must not stop the sweep; it is recorded)
+        except Exception:  # a trainer bug must not stop the sweep: it is recorded
             if retry < max_retries:
                 continue
             record = failed_record(trial, launch_id, _traceback_tail(), attempt, started_at,

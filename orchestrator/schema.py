@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import operator
 import types
 import typing
 from typing import Any, Literal, Union
@@ -155,13 +156,12 @@ def _to_float(value: Any, key: str) -> float:
 def _check_range(value: Any, metadata: typing.Mapping[str, Any], key: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
-    rules = [("gt", "> ", lambda v, b: v > b), ("ge", ">= ", lambda v, b: v >= b),
-             ("lt", "< ", lambda v, b: v < b), ("le", "<= ", lambda v, b: v <= b)]
-    for name, symbol, ok in rules:
-        bound = metadata.get(name)
-        if bound is not None and not ok(value, bound):
-            allowed = " and ".join(f"{s}{metadata[n]}" for n, s, _ in rules if metadata.get(n) is not None)
-            raise SchemaError(key, f"got {value!r}; allowed: {allowed}")
+    rules = {"gt": ("> ", operator.gt), "ge": (">= ", operator.ge), "lt": ("< ", operator.lt),
+             "le": ("<= ", operator.le)}
+    bounds = {name: metadata[name] for name in rules if metadata.get(name) is not None}
+    if not all(rules[name][1](value, bound) for name, bound in bounds.items()):
+        allowed = " and ".join(f"{rules[name][0]}{bound}" for name, bound in bounds.items())
+        raise SchemaError(key, f"got {value!r}; allowed: {allowed}")
 
 
 def _describe(value: Any) -> str:

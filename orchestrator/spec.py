@@ -86,7 +86,7 @@ class SweepSpec:
         keys = list(self.axes)
         out = []
         for combination in itertools.product(*(self.axes[k] for k in keys)):
-            params = dict(zip(keys, combination))
+            params = dict(zip(keys, combination, strict=True))
             config = copy.deepcopy(self.base_config)
             for key, value in params.items():
                 if key != SEED_AXIS:

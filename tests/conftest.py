@@ -9,6 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Ray clusters the tests start are single-node: keep them on loopback (read by Ray at import time).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 # A CPU-cheap Eureka trial (well under a second): enough to exercise every path of the orchestrator.
 TINY_CONFIG = """\
 config:

@@ -82,7 +82,7 @@ def test_second_lock_is_refused_with_the_holder(tmp_path: Path):
     store.write_launch({"pid": 4242, "host": "node7", "started_at": "then"})
     with store.lock():
         assert store.is_locked()
-        with pytest.raises(RunLockedError, match="in use by another launch.*pid 4242 on node7"), RunStore(
+        with pytest.raises(RunLockedError, match=r"in use by another launch.*pid 4242 on node7"), RunStore(
                 tmp_path).lock():
             pass
     assert not store.is_locked()

@@ -14,23 +14,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Tune's per-trial CSV/JSON/TensorBoard loggers duplicate what our records hold; skip that I/O.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-
-from ray import tune  # noqa: E402  (after the environment it reads)
-
-from orchestrator.backends.base import Backend  # noqa: E402
-from orchestrator.identity import TrialSpec  # noqa: E402
-from orchestrator.progress import Progress  # noqa: E402
-from orchestrator.runner import execute_trial, failed_record  # noqa: E402
-from orchestrator.store import RunStore, now_iso  # noqa: E402
+from orchestrator.backends.base import Backend
+from orchestrator.identity import TrialSpec
+from orchestrator.progress import Progress
+from orchestrator.runner import execute_trial, failed_record
+from orchestrator.spec import BackendConfig
+from orchestrator.store import RunStore, now_iso
 
 TABLE_REFRESH_S = 60.0  # how often the driver rebuilds the parquet tables while a sweep runs
+LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
+
+
+def _prepare_environment(address: str | None) -> None:
+    """Settings Ray reads when it is imported, so this runs before the first `import ray`."""
+    # Tune's per-trial CSV/JSON/TensorBoard loggers duplicate what our records hold; skip that I/O.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if address is None or address.startswith(LOOPBACK_HOSTS):
+        # A single-node cluster on this machine: keep Ray on loopback instead of the machine's network address
+        # (Ray's switch for this is named after the platforms where it is the default).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def _run_one(config: dict[str, Any], *, run_dir: str, launch_id: str, max_retries: int, num_threads: int) -> None:
     """The Tune trainable: runs on a Ray worker."""
+    from ray import tune
+
     trial = TrialSpec.from_dict(config["trial"])
     store = RunStore(run_dir)
     if store.record_path(trial.trial_id).exists():  # finished by an earlier attempt: never run twice
@@ -42,12 +51,17 @@ def _run_one(config: dict[str, Any], *, run_dir: str, launch_id: str, max_retrie
 
 
 class RayBackend(Backend):
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        _prepare_environment(config.address)
+
     def describe(self) -> str:
         where = f"Ray cluster at {self.config.address}" if self.config.address else "embedded local Ray"
         return f"{super().describe()} on {where}"
 
     def run(self, store: RunStore, trials: list[TrialSpec], launch_id: str, progress: Progress) -> None:
         import ray
+        from ray import tune
 
         started_here = not ray.is_initialized()
         if started_here:
@@ -72,7 +86,7 @@ class RayBackend(Backend):
                     name=f"launch-{launch_id}",
                     storage_path=str(store.ray_dir.resolve()),
                     verbose=0,
-                    callbacks=[_ProgressCallback(store, launch_id, progress)],
+                    callbacks=[_progress_callback(store, launch_id, progress)],
                     # Worker crashes (not exceptions, which the runner retries) are retried by Tune.
                     failure_config=tune.FailureConfig(max_failures=self.config.max_retries),
                 ),
@@ -83,28 +97,32 @@ class RayBackend(Backend):
                 ray.shutdown()
 
 
-class _ProgressCallback(tune.Callback):
-    """Driver-side: advance the progress bar, refresh the tables, and record trials whose worker kept dying."""
+def _progress_callback(store: RunStore, launch_id: str, progress: Progress) -> Any:
+    from ray import tune
 
-    def __init__(self, store: RunStore, launch_id: str, progress: Progress) -> None:
-        self.store, self.launch_id, self.progress = store, launch_id, progress
-        self._last_refresh = time.monotonic()
+    class ProgressCallback(tune.Callback):
+        """Driver side: advance the progress bar, refresh the tables, record trials whose worker kept dying."""
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.progress.trial_finished(str((trial.last_result or {}).get("trial_status", "completed")))
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        spec = TrialSpec.from_dict(trial.config["trial"])
-        if not self.store.record_path(spec.trial_id).exists():
-            error = _error_text(trial) or "the Ray worker running this trial died"
-            attempts = len(self.store.attempts(spec.trial_id))
-            self.store.write_record(failed_record(spec, self.launch_id, error, attempts, now_iso(), 0.0))
-        self.progress.trial_finished(self.store.read_record(spec.trial_id).status)
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if time.monotonic() - self._last_refresh > TABLE_REFRESH_S:
-            self.store.rebuild_tables()
+        def __init__(self) -> None:
             self._last_refresh = time.monotonic()
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            progress.trial_finished(str((trial.last_result or {}).get("trial_status", "completed")))
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            spec = TrialSpec.from_dict(trial.config["trial"])
+            if not store.record_path(spec.trial_id).exists():
+                error = _error_text(trial) or "the Ray worker running this trial died"
+                attempts = len(store.attempts(spec.trial_id))
+                store.write_record(failed_record(spec, launch_id, error, attempts, now_iso(), 0.0))
+            progress.trial_finished(store.read_record(spec.trial_id).status)
+
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            if time.monotonic() - self._last_refresh > TABLE_REFRESH_S:
+                store.rebuild_tables()
+                self._last_refresh = time.monotonic()
+
+    return ProgressCallback()
 
 
 def _error_text(trial: Any) -> str | None:
