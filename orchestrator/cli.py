@@ -7,10 +7,12 @@ written); 3 the run directory is held by another launch.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import socket
 import sys
 import time
+import typing
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -18,11 +20,14 @@ from pathlib import Path
 import yaml
 
 from orchestrator.identity import TrialSpec
-from orchestrator.spec import SpecError, SweepSpec, load_spec
+from orchestrator.spec import BackendConfig, SpecError, SweepSpec, load_spec
 from orchestrator.store import RunLockedError, RunStore, now_iso
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
 DRY_RUN_EXAMPLES = 3
+BACKEND_KINDS = typing.get_args(typing.get_type_hints(BackendConfig)["kind"])
+# Packages that add subcommands: each module has `register(subparsers)`.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                              "or a backend key (backend.max_retries=2); repeatable")
     launch.add_argument("--dry-run", action="store_true", help="print what would run and launch nothing")
     launch.add_argument("--address", help="join an existing Ray cluster at this address (implies --backend ray)")
-    launch.add_argument("--backend", choices=("ray", "local"), help="override backend.kind")
+    launch.add_argument("--backend", choices=BACKEND_KINDS, help="override backend.kind")
+    launch.add_argument("--wait", action="store_true",
+                        help="cluster backends: block with a progress bar until every trial has a record")
     launch.add_argument("--retry-failed", action="store_true", help="run trials recorded as failed again")
     launch.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     launch.set_defaults(command=cmd_launch)
@@ -66,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser("analyze", help="write the report (plots, tables) to <run_dir>/report/")
     analyze.add_argument("run_dir", type=Path)
     analyze.set_defaults(command=cmd_analyze)
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands)
     return parser
 
 
@@ -78,6 +88,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
         overrides.append(f"backend.kind={args.backend}")
     if args.address:
         overrides += ["backend.kind=ray", f"backend.address={args.address}"]
+    if args.wait:
+        overrides.append("backend.wait=true")
     spec = load_spec(args.sweep, overrides)
     trials = spec.trials()
     run_dir = args.run_dir or Path("runs") / spec.name
@@ -87,6 +99,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
     backend = get_backend(spec.backend)
     if args.dry_run:
         _print_dry_run(spec, trials, run_dir, backend.describe())
+        details = backend.dry_run_details(trials)
+        if details:
+            print(details)
         return EXIT_OK
 
     store = RunStore(run_dir)
@@ -106,11 +121,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
         progress = Progress(len(pending), enabled=not args.no_progress)
         start = time.monotonic()
         try:
-            if pending:
-                backend.run(store, pending, launch_id, progress)
+            submitted = backend.run(store, pending, launch_id, progress) if pending else None
         finally:
             progress.close()
             trials_table, _ = store.rebuild_tables()
+    if submitted:  # fire-and-forget: the trials run on after this process exits
+        print(submitted)
+        print(f"follow: python -m orchestrator status {run_dir}")
+        return EXIT_OK
     counts = Counter(trials_table["status"]) if len(trials_table) else Counter()
     print(f"ran {sum(progress.counts.values())} trials in {_duration(time.monotonic() - start)}; "
           f"run totals: {_counts_line(counts)}")
@@ -172,6 +190,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(_eta_line(records.values(), launch, remaining))
     elif remaining:
         print(f"to finish: python -m orchestrator launch {launch['sweep']} --run-dir {args.run_dir}")
+    from orchestrator.backends import backend_class
+
+    for line in backend_class(launch.get("backend", "ray")).status_lines(store, launch):
+        print(line)
     failed = [r for r in records.values() if r.status == "failed"]
     for record in failed[:10]:
         tail = " | ".join((record.error or "").strip().splitlines()[-2:])

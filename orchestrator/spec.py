@@ -27,7 +27,7 @@ from orchestrator.schema import SchemaError, closest
 from trainers import UnknownTrainerError, get_trainer
 from trainers.base import SuccessConfig, Trainer, param, section
 
-TOP_LEVEL_KEYS = ("name", "trainer", "config", "sweep", "backend")
+TOP_LEVEL_KEYS = ("name", "trainer", "config", "sweep", "backend", "search")  # search: read by orchestrator.search
 AXIS_FORMS = ("a list of values", "{range: [start, stop]}", "{range: [start, stop, step]}",
               "{logspace: [low, high, count]}", "{linspace: [low, high, count]}")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -64,6 +64,7 @@ class BackendConfig:
     resources: Resources = section(Resources)
     max_retries: int = param(1, ge=0, doc="times a trial that raised is retried before it is recorded as failed")
     max_concurrent: int | None = param(None, ge=1, doc="cap on trials running at once; none: as resources allow")
+    wait: bool = param(False, doc="cluster backends: block until every trial has a record (launch --wait)")
 
 
 @dataclass

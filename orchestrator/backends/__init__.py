@@ -6,20 +6,27 @@
 
 from __future__ import annotations
 
+import importlib
+
 from orchestrator.backends.base import Backend
 from orchestrator.spec import BackendConfig
 
+# kind -> "module:class", imported lazily: launching on local Ray never imports submitit, and vice versa.
+BACKENDS: dict[str, str] = {
+    "local": "orchestrator.backends.local:LocalBackend",
+    "ray": "orchestrator.backends.ray:RayBackend",
+}
+
+
+def backend_class(kind: str) -> type[Backend]:
+    if kind not in BACKENDS:  # the schema's Literal already refuses these; this guards the registry itself
+        raise ValueError(f"unknown backend kind {kind!r}; allowed: {', '.join(BACKENDS)}")
+    module_name, class_name = BACKENDS[kind].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
 
 def get_backend(config: BackendConfig) -> Backend:
-    if config.kind == "local":
-        from orchestrator.backends.local import LocalBackend
-
-        return LocalBackend(config)
-    if config.kind == "ray":
-        from orchestrator.backends.ray import RayBackend
-
-        return RayBackend(config)
-    raise ValueError(f"unknown backend kind {config.kind!r}; allowed: local, ray")  # schema already checks this
+    return backend_class(config.kind)(config)
 
 
-__all__ = ["Backend", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "backend_class", "get_backend"]

@@ -23,6 +23,19 @@ class Backend(ABC):
     def threads_per_trial(self) -> int:
         return max(1, int(self.config.resources.cpu))
 
+    def dry_run_details(self, trials: list[TrialSpec]) -> str:
+        """Extra text for --dry-run (e.g. the batch scripts a cluster backend would submit)."""
+        return ""
+
     @abstractmethod
-    def run(self, store: RunStore, trials: list[TrialSpec], launch_id: str, progress: Progress) -> None:
-        """Run every trial; each one ends with a record in `store` unless the process running it is killed."""
+    def run(self, store: RunStore, trials: list[TrialSpec], launch_id: str, progress: Progress) -> str | None:
+        """Run every trial; each one ends with a record in `store` unless the process running it is killed.
+
+        Returns None when the trials ran to the end in this call, or a message saying how to follow them when
+        the backend only submitted them (fire-and-forget cluster backends).
+        """
+
+    @classmethod
+    def status_lines(cls, store: RunStore, launch: dict) -> list[str]:
+        """Extra lines for `status` (e.g. jobs queued and running on a cluster)."""
+        return []
