@@ -27,7 +27,7 @@ EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
 DRY_RUN_EXAMPLES = 3
 BACKEND_KINDS = typing.get_args(typing.get_type_hints(BackendConfig)["kind"])
 # Packages that add subcommands: each module has `register(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("orchestrator.search.cli",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,9 +138,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def _pending(store: RunStore, trials: list[TrialSpec], *, retry_failed: bool) -> list[TrialSpec]:
-    finished = store.finished_ids()
-    if retry_failed:
-        finished = {tid for tid in finished if store.read_record(tid).status != "failed"}
+    records = store.records()
+    finished = {tid for tid, record in records.items() if not (retry_failed and record.status == "failed")}
     return [t for t in trials if t.trial_id not in finished]
 
 

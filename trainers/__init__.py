@@ -9,6 +9,7 @@ from trainers.base import Trainer
 # name -> "module:attribute"; imported lazily so validating a sweep file loads only the trainer it names.
 REGISTRY: dict[str, str] = {
     "eureka": "trainers.eureka:TRAINER",
+    "noop": "trainers.noop:TRAINER",
 }
 
 

@@ -2,6 +2,7 @@
 
 - `local`: in-process, one trial at a time; the debug backend (a breakpoint in a trainer just works).
 - `ray`: Ray Tune on an embedded local Ray, or on an existing cluster by address.
+- `slurm`: SLURM job arrays through submitit, fire-and-forget (shared storage for the run directory).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from orchestrator.spec import BackendConfig
 BACKENDS: dict[str, str] = {
     "local": "orchestrator.backends.local:LocalBackend",
     "ray": "orchestrator.backends.ray:RayBackend",
+    "slurm": "orchestrator.backends.slurm:SlurmBackend",
 }
 
 

@@ -1,14 +1,26 @@
-"""Ray Tune backend: each trial is a Tune trial on an embedded local Ray, or on an existing cluster by address.
+"""Ray Tune backend, on an embedded local Ray or on an existing cluster by address.
 
-Workers write their own records into the run directory, so on a multi-node cluster the run directory must be on
-storage every node sees (NFS, Lustre, ...). Tune's own experiment state goes to `<run_dir>/ray/launch-<id>/`; we
-do not use Tune's resume: the record store already knows what is finished, so a relaunch is a fresh Tune run over
-the pending trials only.
+Tune schedules *workers*, not individual trials: one Tune trial per slot (a slot = the resources one trial asks
+for; `gpu: 0.25` gives four slots per GPU), each a loop that takes the next trial from a queue actor, runs it
+through the runner and reports it. A sweep of 5,000 one-second trials thus costs Tune 2 placements on a 2-core
+machine instead of 5,000, and the queue keeps every slot busy until the last trial whatever the trials' durations
+(static packs would leave slots idle behind the longest pack).
+
+Faults: a trial that raises is retried by the runner. A worker process that dies is restarted by Tune
+(`max_retries` times) and first re-runs the trial it held (the queue remembers each worker's lease); if Tune gives
+up on a worker, its leased trial is recorded as failed and the other workers drain the queue. A trial with a
+record is never run twice.
+
+Workers write records straight into the run directory, so on a multi-node cluster it must be on storage every
+node sees (NFS, Lustre, ...). Tune's own experiment state goes to `<run_dir>/ray/launch-<id>/`; we do not use
+Tune's resume: the record store already knows what is finished, so a relaunch is a fresh run of the pending trials.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -22,6 +34,7 @@ from orchestrator.spec import BackendConfig
 from orchestrator.store import RunStore, now_iso
 
 TABLE_REFRESH_S = 60.0  # how often the driver rebuilds the parquet tables while a sweep runs
+REPORT_EVERY_S = 0.5  # how often a worker tells the driver (progress bar) which trials it finished
 LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
 
 
@@ -36,18 +49,51 @@ def _prepare_environment(address: str | None) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def _run_one(config: dict[str, Any], *, run_dir: str, launch_id: str, max_retries: int, num_threads: int) -> None:
-    """The Tune trainable: runs on a Ray worker."""
+class TrialQueue:
+    """The pending trials of one launch, handed out one at a time; runs as a Ray actor on the driver's node."""
+
+    def __init__(self, trials: list[dict[str, Any]]) -> None:
+        self.pending = collections.deque(trials)
+        self.leases: dict[int, dict[str, Any]] = {}  # worker index -> the trial it is running
+
+    def next(self, worker: int, finished: str | None = None) -> dict[str, Any] | None:
+        """The worker's next trial; `finished` (the id of the trial it just recorded) ends its current lease."""
+        lease = self.leases.get(worker)
+        if lease is not None and lease["trial_id"] != finished:  # died mid-trial, restarted by Tune: same trial
+            return lease
+        if not self.pending:
+            self.leases.pop(worker, None)
+            return None
+        self.leases[worker] = self.pending.popleft()
+        return self.leases[worker]
+
+    def release(self, worker: int) -> dict[str, Any] | None:
+        return self.leases.pop(worker, None)
+
+
+def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str, max_retries: int,
+            num_threads: int) -> None:
+    """The Tune trainable: run trials from the queue until it is empty."""
+    import ray
     from ray import tune
 
-    trial = TrialSpec.from_dict(config["trial"])
     store = RunStore(run_dir)
-    if store.record_path(trial.trial_id).exists():  # finished by an earlier attempt: never run twice
-        tune.report({"trial_status": store.read_record(trial.trial_id).status})
-        return
-    record = execute_trial(store, trial, launch_id, max_retries=max_retries, num_threads=num_threads,
-                           report=lambda step, metrics: tune.report({"step": step, **metrics}))
-    tune.report({"trial_status": record.status})
+    worker = int(config["worker"])
+    finished: str | None = None
+    statuses: list[str] = []  # reported in batches: one tune.report per trial would dominate a short trial
+    last_report = time.monotonic()
+    while (data := ray.get(queue.next.remote(worker, finished))) is not None:
+        trial = TrialSpec.from_dict(data)
+        record = store.read_record(trial.trial_id)  # set if finished before this worker was restarted
+        if record is None:
+            record = execute_trial(store, trial, launch_id, max_retries=max_retries, num_threads=num_threads)
+        finished = trial.trial_id
+        statuses.append(record.status)
+        if time.monotonic() - last_report > REPORT_EVERY_S:
+            tune.report({"trial_statuses": statuses})
+            statuses, last_report = [], time.monotonic()
+    if statuses:
+        tune.report({"trial_statuses": statuses})
 
 
 class RayBackend(Backend):
@@ -68,26 +114,22 @@ class RayBackend(Backend):
             ray.init(address=self.config.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, configure_logging=True)
         try:
+            queue = ray.remote(num_cpus=0)(TrialQueue).remote([t.to_dict() for t in trials])
+            workers = self._worker_count(len(trials), ray.cluster_resources())
             trainable = tune.with_resources(
-                tune.with_parameters(_run_one, run_dir=str(store.root.resolve()), launch_id=launch_id,
+                tune.with_parameters(_worker, queue=queue, run_dir=str(store.root.resolve()), launch_id=launch_id,
                                      max_retries=self.config.max_retries, num_threads=self.threads_per_trial),
                 {"cpu": self.config.resources.cpu, "gpu": self.config.resources.gpu},
             )
             tuner = tune.Tuner(
                 trainable,
-                param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=self.config.max_concurrent,
-                    reuse_actors=True,
-                    trial_name_creator=lambda t: t.config["trial"]["trial_id"],
-                    trial_dirname_creator=lambda t: t.config["trial"]["trial_id"],
-                ),
+                param_space={"worker": tune.grid_search(list(range(workers)))},
+                tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: f"worker-{t.config['worker']}"),
                 run_config=tune.RunConfig(
                     name=f"launch-{launch_id}",
                     storage_path=str(store.ray_dir.resolve()),
                     verbose=0,
-                    callbacks=[_progress_callback(store, launch_id, progress)],
-                    # Worker crashes (not exceptions, which the runner retries) are retried by Tune.
+                    callbacks=[_progress_callback(store, launch_id, progress, queue)],
                     failure_config=tune.FailureConfig(max_failures=self.config.max_retries),
                 ),
             )
@@ -96,26 +138,44 @@ class RayBackend(Backend):
             if started_here:
                 ray.shutdown()
 
+    def _worker_count(self, n_trials: int, cluster: dict[str, float]) -> int:
+        """As many workers as the cluster has slots for one trial's resources, capped by max_concurrent."""
+        r = self.config.resources
+        slots = math.floor(cluster.get("CPU", 0) / r.cpu + 1e-9)
+        if r.gpu:
+            slots = min(slots, math.floor(cluster.get("GPU", 0) / r.gpu + 1e-9))
+        if slots < 1:
+            raise RuntimeError(f"the Ray cluster has {cluster.get('CPU', 0):g} CPU and {cluster.get('GPU', 0):g} "
+                               f"GPU; one trial asks for {r.cpu:g} CPU and {r.gpu:g} GPU (backend.resources)")
+        return max(1, min(n_trials, slots, self.config.max_concurrent or slots))
 
-def _progress_callback(store: RunStore, launch_id: str, progress: Progress) -> Any:
+
+def _progress_callback(store: RunStore, launch_id: str, progress: Progress, queue: Any) -> Any:
+    import ray
     from ray import tune
 
     class ProgressCallback(tune.Callback):
-        """Driver side: advance the progress bar, refresh the tables, record trials whose worker kept dying."""
+        """Driver side: count finished trials, refresh the tables, record the trial a dead worker held."""
 
         def __init__(self) -> None:
             self._last_refresh = time.monotonic()
 
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            progress.trial_finished(str((trial.last_result or {}).get("trial_status", "completed")))
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            for status in result.get("trial_statuses", ()):
+                progress.trial_finished(str(status))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            spec = TrialSpec.from_dict(trial.config["trial"])
-            if not store.record_path(spec.trial_id).exists():
+            held = ray.get(queue.release.remote(int(trial.config["worker"])))
+            if held is None:
+                return
+            spec = TrialSpec.from_dict(held)
+            record = store.read_record(spec.trial_id)
+            if record is None:
                 error = _error_text(trial) or "the Ray worker running this trial died"
                 attempts = len(store.attempts(spec.trial_id))
-                store.write_record(failed_record(spec, launch_id, error, attempts, now_iso(), 0.0))
-            progress.trial_finished(store.read_record(spec.trial_id).status)
+                record = failed_record(spec, launch_id, error, attempts, now_iso(), 0.0)
+                store.write_record(record)
+            progress.trial_finished(record.status)
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
             if time.monotonic() - self._last_refresh > TABLE_REFRESH_S:

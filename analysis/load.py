@@ -1,0 +1,113 @@
+"""Read a run directory's parquet tables into pandas, reading only the columns an analysis needs.
+
+The orchestrator rebuilds `trials.parquet` and `curves.parquet` from the per-trial records at any time
+(`python -m orchestrator tables RUN_DIR`), so a run that is still in progress can be analysed: the tables hold the
+trials finished at the last rebuild. Curves are read with `trial_id` as a categorical (dictionary-encoded) column,
+which keeps a 10M-row table cheap to load and gives the detector integer trial codes for free.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TRIALS_FILE = "trials.parquet"
+CURVES_FILE = "curves.parquet"
+
+
+class RunTablesMissingError(FileNotFoundError):
+    """The run directory has no parquet tables yet (or no longer readable ones)."""
+
+
+def load_run(
+    run_dir: Path | str,
+    *,
+    trial_columns: Sequence[str] | None = None,
+    curve_columns: Sequence[str] | None = None,
+    rebuild: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load (trials, curves) of a run.
+
+    `trial_columns` / `curve_columns` restrict what is read (`trial_id`, and `step` for curves, are always
+    included); None reads every column. With `rebuild=True`, or when the tables are missing, the tables are first
+    rebuilt from the run's records through `orchestrator.store.RunStore` when that package is importable.
+    """
+    run_dir = Path(run_dir)
+    if rebuild or not tables_exist(run_dir):
+        rebuild_tables_if_possible(run_dir)
+    trials = read_trials(run_dir, trial_columns)
+    curves = read_curves(run_dir, curve_columns)
+    return trials, curves
+
+
+def tables_exist(run_dir: Path) -> bool:
+    return (run_dir / TRIALS_FILE).is_file() and (run_dir / CURVES_FILE).is_file()
+
+
+def rebuild_tables_if_possible(run_dir: Path) -> bool:
+    """Rebuild the tables from `records/` with the orchestrator's store; False when that is not possible here."""
+    if not (run_dir / "records").is_dir():
+        return False
+    try:
+        from orchestrator.store import RunStore
+    except ImportError:
+        return False
+    RunStore(run_dir).rebuild_tables()
+    return True
+
+
+def read_trials(run_dir: Path | str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """trials.parquet, one row per finished trial; `columns` (plus trial_id) or everything."""
+    path = Path(run_dir) / TRIALS_FILE
+    wanted = _with_keys(columns, ("trial_id",))
+    table = _read_table(path, wanted, dictionary_columns=())
+    return table.to_pandas()
+
+
+def read_curves(run_dir: Path | str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """curves.parquet in long format; `columns` (plus trial_id and step) or everything. trial_id is categorical."""
+    path = Path(run_dir) / CURVES_FILE
+    wanted = _with_keys(columns, ("trial_id", "step"))
+    table = _read_table(path, wanted, dictionary_columns=("trial_id",))
+    return table.to_pandas()
+
+
+def available_columns(path: Path) -> list[str]:
+    return list(pq.read_schema(path).names)
+
+
+def _with_keys(columns: Sequence[str] | None, keys: Sequence[str]) -> list[str] | None:
+    if columns is None:
+        return None
+    return list(dict.fromkeys([*keys, *columns]))
+
+
+def _read_table(path: Path, columns: list[str] | None, dictionary_columns: Sequence[str]) -> pa.Table:
+    """Read a parquet file, retrying once: the orchestrator replaces the file atomically, but a reader that opened
+    the old inode just before the rename can still see it vanish on network filesystems."""
+    if not path.is_file():
+        raise RunTablesMissingError(
+            f"{path} does not exist: build the run's tables first with `python -m orchestrator tables "
+            f"{path.parent}` (or orchestrator.store.RunStore(run_dir).rebuild_tables())"
+        )
+    if columns is not None:
+        present = set(available_columns(path))
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise KeyError(f"{path.name} has no column(s) {missing}; available: {sorted(present)}")
+    read_dictionary = [c for c in dictionary_columns if columns is None or c in columns]
+    for attempt in range(2):
+        try:
+            return pq.read_table(path, columns=columns, read_dictionary=read_dictionary or None)
+        except (OSError, pa.ArrowInvalid) as error:
+            if attempt == 1:
+                raise RunTablesMissingError(
+                    f"could not read {path} ({error}); rebuild it with `python -m orchestrator tables {path.parent}`"
+                ) from error
+            time.sleep(0.5)
+    raise AssertionError("unreachable")

@@ -1,0 +1,82 @@
+"""The callable one SLURM array task runs: a chunk of trials, in sequence, through the shared runner.
+
+It runs on a compute node and writes into the run directory, which must be on storage the launch host and every
+node see (NFS, Lustre, GPFS, ...). All progress lives there, not in the task's memory: a trial with a record is
+finished and is skipped, and a trial in flight resumes from the checkpoints its trainer keeps in
+`store.trial_dir(trial_id)`. That is what makes the task safe to requeue at any moment: on preemption or time-out
+(SLURM signals it `signal_delay_s` before the limit) submitit calls `checkpoint`, requeues the task and exits; on
+an external `scontrol requeue` or a node failure the task is killed and simply starts again from the top.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from typing import Any
+
+import submitit
+
+from orchestrator.identity import TrialSpec
+from orchestrator.runner import execute_trial
+from orchestrator.store import RunStore
+
+TABLES_LOCK = "slurm/tables.lock"
+
+
+class TrialChunk(submitit.helpers.Checkpointable):
+    """Run `trials` in order, skipping finished ones; returns {trial_id: status} for the task's result pickle."""
+
+    def __init__(self, run_dir: str, trials: list[dict[str, Any]], launch_id: str, *, max_retries: int,
+                 num_threads: int, trainer_registry: dict[str, str]) -> None:
+        self.run_dir = run_dir
+        self.trials = trials
+        self.launch_id = launch_id
+        self.max_retries = max_retries
+        self.num_threads = num_threads
+        # Trainers registered in the launching process (plugins, notebooks, tests) are registered here too.
+        self.trainer_registry = trainer_registry
+
+    def __call__(self) -> dict[str, str]:
+        import trainers
+
+        for name, target in self.trainer_registry.items():
+            trainers.REGISTRY.setdefault(name, target)
+        store = RunStore(self.run_dir)
+        statuses: dict[str, str] = {}
+        for data in self.trials:
+            trial = TrialSpec.from_dict(data)
+            if store.record_path(trial.trial_id).exists():  # finished before a requeue: never run twice
+                statuses[trial.trial_id] = store.read_record(trial.trial_id).status
+                continue
+            record = execute_trial(store, trial, self.launch_id, max_retries=self.max_retries,
+                                   num_threads=self.num_threads)
+            statuses[trial.trial_id] = record.status
+        rebuild_tables_if_plan_finished(store)
+        return statuses
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Requeue the same chunk unchanged: finished trials are skipped by their records, and the trial in flight
+        resumes from its trainer's checkpoint, so there is no in-memory state to save."""
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def rebuild_tables_if_plan_finished(store: RunStore) -> None:
+    """The task that finishes a sweep refreshes trials.parquet and curves.parquet, as a blocking launch does.
+
+    Several tasks can finish last at about the same time: a lock file serialises their rebuilds.
+    """
+    planned = {entry["trial_id"] for entry in store.read_plan()}
+    if not planned or not planned <= store.finished_ids():
+        return
+    with _locked(store):
+        store.rebuild_tables()
+
+
+@contextlib.contextmanager
+def _locked(store: RunStore) -> Iterator[None]:
+    path = store.root / TABLES_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
