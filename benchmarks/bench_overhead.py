@@ -84,10 +84,9 @@ def main() -> None:
         overhead[name] = (wall - ideal) / trials * 1000
         print(f"{name:32} {trials:>7} {wall:>8.2f} {overhead[name]:>18.2f}")
     ours = overhead["this product (launch)"]
-    print(f"overhead per trial: product {ours:.2f} ms; Tune default {overhead['Ray Tune, defaults']:.1f} ms "
-          f"({overhead['Ray Tune, defaults'] / ours:.0f}x ours); Tune reuse_actors "
-          f"{overhead['Ray Tune, reuse_actors=True']:.1f} ms ({overhead['Ray Tune, reuse_actors=True'] / ours:.0f}x ours)")
-
+    default, reuse = overhead["Ray Tune, defaults"], overhead["Ray Tune, reuse_actors=True"]
+    print(f"overhead per trial: product {ours:.2f} ms; Tune default {default:.1f} ms ({default / ours:.0f}x ours); "
+          f"Tune reuse_actors {reuse:.1f} ms ({reuse / ours:.1f}x ours)")
 
 if __name__ == "__main__":
     main()

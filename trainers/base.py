@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Direction = Literal["max", "min"]
 TrialStatus = Literal["completed", "failed", "diverged"]
@@ -110,7 +111,7 @@ class Outcome:
 def judge(curve: Curve, success: SuccessConfig, direction: Direction) -> Outcome:
     """Success = the success metric reaches the threshold at some eval; eureka_step = the first such step."""
     values = curve.metrics.get(success.metric, [])
-    for step, value in zip(curve.steps, values):
+    for step, value in zip(curve.steps, values, strict=False):
         reached = value >= success.threshold if direction == "max" else value <= success.threshold
         if math.isfinite(value) and reached:
             return Outcome(True, step)

@@ -1,0 +1,50 @@
+"""Atomic checkpoints in a trial's workdir, so a relaunched sweep resumes a killed trial bitwise-exactly.
+
+A checkpoint is one torch.save'd dict (model, optimiser, RNG and data-stream states, the curve so far, loop
+counters). It is written to a temp file, fsync'ed, then os.replace'd over the old one: a kill at any moment leaves
+either the previous checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def checkpoint_path(workdir: Path) -> Path:
+    return Path(workdir) / CHECKPOINT_NAME
+
+
+def save_checkpoint(workdir: Path, state: dict[str, Any]) -> Path:
+    path = checkpoint_path(workdir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_checkpoint(workdir: Path) -> dict[str, Any] | None:
+    """The last checkpoint in workdir, or None if there is none."""
+    path = checkpoint_path(workdir)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def due(step: int, every: int) -> bool:
+    """Whether a periodic action (eval, checkpoint) with period `every` (0 = never) falls on this step."""
+    return every > 0 and step % every == 0

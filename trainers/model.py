@@ -1,0 +1,328 @@
+"""A small transformer encoder whose attention kernel and norm placement are parameters.
+
+Read top to bottom: the config, the kernels (queries and keys → attention weights), attention, the residual block
+(Pre-LN, Post-LN or Admin), the encoder, then diagnostics. Shapes use B = batch, T = sequence length,
+Tq = query positions, H = heads, D = head width, C = model width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from trainers.base import param
+
+Kernel = Literal["softmax", "temperature", "normsoftmax", "heat", "gaussian"]
+Norm = Literal["pre_ln", "post_ln", "admin"]
+KERNELS: tuple[str, ...] = ("softmax", "temperature", "normsoftmax", "heat", "gaussian")
+NORMS: tuple[str, ...] = ("pre_ln", "post_ln", "admin")
+
+
+@dataclass
+class ModelConfig:
+    """The transformer: size, init, norm placement and attention kernel."""
+
+    depth: int = param(2, ge=1, doc="number of transformer blocks (each has two residual sublayers: attention, MLP)")
+    width: int = param(64, ge=1, doc="model width C (must be divisible by heads)")
+    heads: int = param(4, ge=1, doc="attention heads H; head width D = width / heads")
+    norm: Norm = param(
+        "pre_ln",
+        doc="pre_ln: x + f(LN(x)); post_ln: LN(x + f(x)); admin: LN(omega * x + f(x)) with omega set at init "
+        "(Liu et al. 2020)",
+    )
+    admin_init: Literal["profile", "closed_form"] = param(
+        "profile",
+        doc="admin only. profile: omega_i = sqrt(running variance of what enters the residual sums before sublayer "
+        "i), measured by one forward pass at init; closed_form: every omega = sqrt((N+1)/ln(N+1) - 1), "
+        "N = 2 * depth sublayers",
+    )
+    kernel: Kernel = param(
+        "softmax",
+        doc="softmax: softmax(QK^T/sqrt(D)); temperature: softmax(QK^T/temperature); normsoftmax: "
+        "softmax(QK^T / min(sqrt(D), s)) with s the per-row norm_stat of the logits; heat: softmax(m(t) QK^T/sqrt(D)) "
+        "with the multiplier m annealed over training; gaussian: exp(-||q-k||^2 / (2 sqrt(D)))",
+    )
+    temperature: float = param(1.0, gt=0, doc="temperature kernel: tau in softmax(QK^T / tau) (softmax is tau=sqrt(D))")
+    norm_stat: Literal["var", "std"] = param(
+        "var", doc="normsoftmax: per-row statistic s of the logits (variance, as in the spec, or standard deviation)"
+    )
+    heat_start: float = param(3.0, gt=0, doc="heat: logit multiplier at step 0")
+    heat_end: float = param(0.125, gt=0, doc="heat: logit multiplier after the anneal (held to the end)")
+    heat_fraction: float = param(0.5, gt=0, le=1, doc="heat: fraction of training over which m is cosine-annealed")
+    gaussian_normalize: bool = param(True, doc="gaussian: divide each row by its sum (false: raw kernel values)")
+    init_std: float = param(
+        0.02, gt=0, doc="std of the normal init of every linear, embedding and position weight (GPT-2/timm ViT value)"
+    )
+
+
+# ---- attention kernels: q (B, H, Tq, D), k (B, H, T, D) -> weights (B, H, Tq, T) ----------------------------------
+
+
+def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    # Same as logits.softmax(-1); written out because torch's CPU softmax is slow for rows of a few entries
+    # (this halves the attention's share of a step at T = 5).
+    e = (logits - logits.detach().amax(dim=-1, keepdim=True)).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def softmax_kernel(q: torch.Tensor, k: torch.Tensor, multiplier: float = 1.0) -> torch.Tensor:
+    logits = q @ k.transpose(-2, -1) * (multiplier / math.sqrt(q.size(-1)))  # (B, H, Tq, T)
+    return softmax_rows(logits)
+
+
+def temperature_kernel(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Tensor:
+    return softmax_rows(q @ k.transpose(-2, -1) / tau)  # (B, H, Tq, T)
+
+
+def normsoftmax_kernel(q: torch.Tensor, k: torch.Tensor, stat: str = "var", eps: float = 1e-6) -> torch.Tensor:
+    # Hoffmann et al. 2024: small logits make softmax nearly uniform and the Q/K gradients tiny (the plateau).
+    # Dividing by the logits' own spread (capped at the usual sqrt(D)) keeps attention decisive from the start.
+    logits = q @ k.transpose(-2, -1)  # (B, H, Tq, T)
+    spread = logits.var(dim=-1, keepdim=True) if stat == "var" else logits.std(dim=-1, keepdim=True)  # (B, H, Tq, 1)
+    return softmax_rows(logits / spread.clamp(min=eps, max=math.sqrt(q.size(-1))))
+
+
+def heat_multiplier(progress: float, start: float, end: float, fraction: float) -> float:
+    """Logit multiplier of the heat kernel: cosine from `start` to `end` over the first `fraction` of training."""
+    if progress >= fraction:
+        return end
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress / fraction))
+
+
+def gaussian_kernel(q: torch.Tensor, k: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    # exp(-||q-k||^2 / (2 sqrt D)) = exp(q.k/sqrt D) * exp(-||q||^2/(2 sqrt D)) * exp(-||k||^2/(2 sqrt D)): after row
+    # normalisation the q factor cancels, so this is softmax attention with each key down-weighted by its norm.
+    scale = 2.0 * math.sqrt(q.size(-1))
+    sq_dist = (q.unsqueeze(-2) - k.unsqueeze(-3)).pow(2).sum(-1)  # (B, H, Tq, T)
+    if normalize:
+        return softmax_rows(-sq_dist / scale)
+    return (-sq_dist / scale).exp()
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.width % config.heads:
+            raise ValueError(f"model.width {config.width} is not divisible by model.heads {config.heads}")
+        if config.kernel not in KERNELS:
+            raise ValueError(f"model.kernel is {config.kernel!r}; allowed: {', '.join(KERNELS)}")
+        self.config = config
+        self.heads = config.heads
+        self.w_q = nn.Linear(config.width, config.width)
+        self.w_k = nn.Linear(config.width, config.width)
+        self.w_v = nn.Linear(config.width, config.width)
+        self.w_o = nn.Linear(config.width, config.width)
+        self.progress = 0.0  # fraction of training done; the heat kernel's schedule reads it
+        self.last_weights: torch.Tensor | None = None  # (B, H, Tq, T), kept for diagnostics (attention entropy)
+
+    def weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.kernel == "softmax":
+            return softmax_kernel(q, k)
+        if c.kernel == "temperature":
+            return temperature_kernel(q, k, c.temperature)
+        if c.kernel == "normsoftmax":
+            return normsoftmax_kernel(q, k, c.norm_stat)
+        if c.kernel == "heat":
+            return softmax_kernel(q, k, heat_multiplier(self.progress, c.heat_start, c.heat_end, c.heat_fraction))
+        return gaussian_kernel(q, k, c.gaussian_normalize)
+
+    def forward(self, x: torch.Tensor, n_out: int | None = None) -> torch.Tensor:
+        """x (B, T, C) supplies keys and values; the first n_out positions (all if None) attend. -> (B, Tq, C)"""
+        B, T, C = x.shape
+        queries = x if n_out is None else x[:, :n_out]
+        Tq, D = queries.size(1), C // self.heads
+        q = self.w_q(queries).view(B, Tq, self.heads, D).transpose(1, 2)  # (B, H, Tq, D)
+        k = self.w_k(x).view(B, T, self.heads, D).transpose(1, 2)  # (B, H, T, D)
+        v = self.w_v(x).view(B, T, self.heads, D).transpose(1, 2)  # (B, H, T, D)
+        weights = self.weights(q, k)  # (B, H, Tq, T)
+        self.last_weights = weights.detach()
+        out = (weights @ v).transpose(1, 2).reshape(B, Tq, C)  # (B, Tq, C)
+        return self.w_o(out)
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, 4 * width)
+        self.act = nn.GELU()
+        self.proj = nn.Linear(4 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.act(self.fc(x)))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Two residual sublayers (attention, then MLP), each wrapped by the configured norm placement."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.norm not in NORMS:
+            raise ValueError(f"model.norm is {config.norm!r}; allowed: {', '.join(NORMS)}")
+        self.norm = config.norm
+        self.ln_attn = nn.LayerNorm(config.width)
+        self.attn = Attention(config)
+        self.ln_mlp = nn.LayerNorm(config.width)
+        self.mlp = MLP(config.width)
+        # Admin's residual scale omega, one per sublayer (a learnable vector; 1 = plain Post-LN until initialised).
+        self.omega_attn = nn.Parameter(torch.ones(config.width)) if config.norm == "admin" else None
+        self.omega_mlp = nn.Parameter(torch.ones(config.width)) if config.norm == "admin" else None
+        self.profile: list[float] | None = None  # admin profiling: running variance, updated in forward when set
+
+    def forward(self, x: torch.Tensor, n_out: int | None = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, n_out, C): only the first n_out positions are computed (all if None)."""
+        if self.norm == "pre_ln":
+            h = self.ln_attn(x)
+            x = x[:, :n_out] + self.attn(h, n_out)
+            return x + self.mlp(self.ln_mlp(x))
+        x = self._post(self.ln_attn, self.omega_attn, x[:, :n_out], self.attn(x, n_out))
+        return self._post(self.ln_mlp, self.omega_mlp, x, self.mlp(x))
+
+    def _post(self, ln: nn.LayerNorm, omega: nn.Parameter | None, x: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
+        """Post-LN residual LN(omega * x + f(x)); omega is None for plain Post-LN."""
+        if omega is None:
+            return ln(x + fx)
+        if self.profile is not None:
+            # Admin profiling pass: scale x so that omega * x carries the variance that has entered the residual sums
+            # so far (x itself is an LN output, variance 1, except the raw embedding entering the first sublayer).
+            omega.data.fill_(math.sqrt(self.profile[0] / float(x.detach().var())))
+            self.profile[0] += float(fx.detach().var())
+        return ln(omega * x + fx)
+
+
+class Encoder(nn.Module):
+    """Token + position embeddings and `depth` blocks.
+
+    readout "cls": classify from position 0 (ViT style; the last block computes only that row, same result, a
+    third less work); readout "all": a prediction at every position (B, T, n_classes).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        vocab_size: int,
+        seq_len: int,
+        n_classes: int,
+        readout: Literal["cls", "all"] = "cls",
+        embed: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.readout = readout
+        self.tok = embed if embed is not None else nn.Embedding(vocab_size, config.width)
+        self.pos = nn.Parameter(torch.zeros(seq_len, config.width))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        # Pre-LN leaves the residual stream unnormalised, so it needs a final LN; Post-LN/Admin end with one.
+        self.ln_out = nn.LayerNorm(config.width) if config.norm == "pre_ln" else nn.Identity()
+        self.head = nn.Linear(config.width, n_classes)
+        std = config.init_std
+        self.apply(lambda module: _init_weights(module, std))
+        nn.init.normal_(self.pos, std=std)
+        if config.norm == "admin" and config.admin_init == "closed_form":
+            omega = admin_closed_form(2 * config.depth)
+            for block in self.blocks:
+                block.omega_attn.data.fill_(omega)
+                block.omega_mlp.data.fill_(omega)
+
+    def embed(self, inputs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.tok(inputs) + self.pos[: inputs.size(1)]  # (B, T, C)
+        return x if noise is None else x + noise
+
+    def forward(self, inputs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(inputs, noise)  # (B, T, C)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, n_out=1 if (self.readout == "cls" and i == last) else None)
+        if self.readout == "cls":
+            return self.head(self.ln_out(x[:, 0]))  # (B, n_classes)
+        return self.head(self.ln_out(x))  # (B, T, n_classes)
+
+    def set_progress(self, progress: float) -> None:
+        """Tell the kernels how far training is (0..1); the heat kernel anneals with it."""
+        for block in self.blocks:
+            block.attn.progress = progress
+
+    @torch.no_grad()
+    def admin_profile(self, inputs: torch.Tensor) -> list[float]:
+        """Admin init (Liu et al. 2020): one forward pass that sets each omega_i so that omega_i * x_{i-1} has the
+        running variance Var[x_0] + sum_{j<i} Var[f_j] of what entered the residual sums before sublayer i
+        (omega_1 = 1; later omega_i = sqrt(running variance), x_{i-1} being an LN output). Returns the omegas in
+        sublayer order."""
+        if self.config.norm != "admin":
+            raise ValueError(f"admin_profile needs model.norm 'admin', got {self.config.norm!r}")
+        running = [float(self.embed(inputs).var())]
+        for block in self.blocks:
+            block.profile = running  # shared running variance, updated as the pass goes through the sublayers
+        try:
+            self(inputs)
+        finally:
+            for block in self.blocks:
+                block.profile = None
+        return [float(w[0]) for block in self.blocks for w in (block.omega_attn, block.omega_mlp)]
+
+
+def admin_closed_form(n_sublayers: int) -> float:
+    """Closed-form Admin omega for N residual sublayers: sqrt((N+1)/ln(N+1) - 1)."""
+    n = n_sublayers
+    return math.sqrt((n + 1) / math.log(n + 1) - 1)
+
+
+def _init_weights(module: nn.Module, std: float) -> None:
+    # GPT-2 / timm-ViT style small init: the plateau the Eureka paper studies starts from small attention logits.
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+# ---- diagnostics ---------------------------------------------------------------------------------------------------
+
+
+def attention_entropy(weights: torch.Tensor) -> float:
+    """Mean entropy (nats) of attention rows, after normalising each row; weights (B, H, Tq, T)."""
+    p = weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+    return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
+
+
+def layer_entropies(model: Encoder) -> dict[str, float]:
+    """Attention entropy of each layer from the last forward pass: attn_entropy_l0, attn_entropy_l1, ..."""
+    return {
+        f"attn_entropy_l{i}": attention_entropy(block.attn.last_weights)
+        for i, block in enumerate(model.blocks)
+        if block.attn.last_weights is not None
+    }
+
+
+def qkv_grad_norms(model: Encoder) -> dict[str, float]:
+    """L2 norms of the current gradients of W_Q, W_K, W_V, over all layers together (0 where no grad yet)."""
+    norms = {}
+    for name in ("w_q", "w_k", "w_v"):
+        squares = [
+            getattr(block.attn, name).weight.grad.pow(2).sum()
+            for block in model.blocks
+            if getattr(block.attn, name).weight.grad is not None
+        ]
+        norms[f"grad_norm_{name[-1]}"] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+    return norms
+
+
+@torch.no_grad()
+def output_change(model: nn.Module, inputs: torch.Tensor, rel_size: float, generator: torch.Generator) -> float:
+    """||F(theta + delta) - F(theta)|| / ||F(theta)|| for a random delta with ||delta_p|| = rel_size * ||p|| per
+    parameter tensor (Liu et al. 2020's measure of how much a deep model's output depends on its parameters)."""
+    was_training = model.training
+    model.eval()
+    base = model(inputs)
+    saved = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        delta = torch.randn(p.shape, generator=generator)
+        p.add_(delta * (rel_size * p.norm() / delta.norm().clamp_min(1e-12)))
+    moved = model(inputs)
+    for p, s in zip(model.parameters(), saved, strict=True):
+        p.copy_(s)
+    model.train(was_training)
+    return float((moved - base).norm() / base.norm().clamp_min(1e-12))
