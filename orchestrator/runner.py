@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator import schema
-from orchestrator.identity import TrialSpec
+from orchestrator.identity import TrialSpec, canonical_json
 from orchestrator.records import TrialRecord
 from orchestrator.store import RunStore, now_iso
 from trainers import get_trainer
@@ -53,6 +53,51 @@ def execute_trial(
         store.write_record(record)
         return record
     raise AssertionError("unreachable: the last retry always returns")  # pragma: no cover
+
+
+def execute_pack(
+    store: RunStore,
+    trials: list[TrialSpec],
+    launch_id: str,
+    *,
+    max_retries: int = 0,
+    num_threads: int = 1,
+) -> list[TrialRecord]:
+    """Run trials that differ only in seed, vectorized when the trainer can (`run_seeds`), one record each.
+
+    A pack that raises is run again member by member (each with its own retries and its own error), so a
+    vectorization problem costs time, never results. A member's wall_s is the pack's wall time / pack size.
+    """
+    trainer = get_trainer(trials[0].trainer)
+    if len(trials) == 1 or not hasattr(trainer, "run_seeds"):
+        return [execute_trial(store, t, launch_id, max_retries=max_retries, num_threads=num_threads) for t in trials]
+    config = schema.build(trainer.config_class, trials[0].config)
+    contexts = [TrialContext(workdir=store.trial_dir(t.trial_id), num_threads=num_threads) for t in trials]
+    attempts = [store.mark_started(t.trial_id, launch_id) for t in trials]
+    started_at, start = now_iso(), time.perf_counter()
+    try:
+        results = trainer.run_seeds(config, [t.seed for t in trials], contexts)
+    except Exception:  # fall back to sequential: each member then fails or succeeds on its own
+        return [execute_trial(store, t, launch_id, max_retries=max_retries, num_threads=num_threads) for t in trials]
+    share = (time.perf_counter() - start) / len(trials)
+    records = []
+    for trial, attempt, result in zip(trials, attempts, results, strict=True):
+        record = _result_record(trial, launch_id, attempt, started_at, share, result, trainer, config)
+        store.write_record(record)
+        records.append(record)
+    return records
+
+
+def seed_packs(trials: list[TrialSpec], size: int) -> list[list[TrialSpec]]:
+    """Group trials whose configs are identical (they differ only in seed) into packs of at most `size`."""
+    groups: dict[str, list[TrialSpec]] = {}
+    for trial in trials:
+        groups.setdefault(trial.trainer + canonical_json(trial.config), []).append(trial)
+    packs = []
+    for members in groups.values():
+        members.sort(key=lambda t: t.seed)
+        packs.extend(members[i: i + size] for i in range(0, len(members), size))
+    return packs
 
 
 def failed_record(trial: TrialSpec, launch_id: str, error: str, attempt: int, started_at: str,

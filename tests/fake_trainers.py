@@ -12,6 +12,7 @@ from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param
 class FakeTrain:
     steps: int = param(3, ge=1)
     fail_times: int = param(0, ge=0, doc="raise on the first N attempts of each trial")
+    pack_fails: bool = param(False, doc="run_seeds raises (the runner must fall back to one by one)")
     diverge_at: int = param(0, ge=0, doc="report NaN and stop at this step (0: never)")
     checkpoint_every: int = param(1, ge=1, identity=False)
 
@@ -41,6 +42,16 @@ class FakeTrainer:
                 return TrainResult(curve, "diverged", step)
             curve.append(step, {"val_acc": min(1.0, 0.5 + 0.2 * step + 0.01 * seed)})
         return TrainResult(curve, "completed", config.train.steps)
+
+
+    def run_seeds(self, config: FakeConfig, seeds: list[int], contexts: list[TrialContext]) -> list[TrainResult]:
+        """The vectorized path: marks each result so tests can tell which path ran."""
+        if config.train.pack_fails:
+            raise RuntimeError("vectorized path broken")
+        results = [self.run(config, seed, ctx) for seed, ctx in zip(seeds, contexts, strict=True)]
+        for result in results:
+            result.extra["pack"] = len(seeds)
+        return results
 
 
 TRAINER = FakeTrainer()

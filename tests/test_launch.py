@@ -42,6 +42,17 @@ def test_local_relaunch_runs_nothing_and_extension_runs_only_new_trials(tiny_swe
     assert sorted(pd.read_parquet(run_dir / "trials.parquet")["seed"]) == [0, 0, 1, 1, 2, 2]
 
 
+def test_seed_packs_are_invisible_in_the_tables(tiny_sweep, tmp_path: Path):
+    path = tiny_sweep()
+    assert main(["launch", str(path), "--run-dir", str(tmp_path / "one"), "--no-progress"]) == 0
+    assert main(["launch", str(path), "--run-dir", str(tmp_path / "packed"), "--no-progress",
+                 "--set", "backend.seeds_per_trial=2"]) == 0
+    one, packed = (pd.read_parquet(tmp_path / name / "trials.parquet").sort_values("trial_id").reset_index(drop=True)
+                   for name in ("one", "packed"))
+    assert list(one["trial_id"]) == list(packed["trial_id"]) and len(one) == 4
+    pd.testing.assert_series_equal(one["final_val_acc"], packed["final_val_acc"], atol=1e-4)
+
+
 def test_second_launch_on_a_held_run_directory_is_refused(tiny_sweep, tmp_path: Path, capsys):
     store = RunStore(tmp_path / "run")
     with store.lock():
@@ -114,6 +125,9 @@ def test_sigkill_mid_sweep_then_relaunch_finishes_each_trial_once(tiny_sweep, tm
     deadline = time.monotonic() + 180
     while len(record_bytes(run_dir)) < 3 and time.monotonic() < deadline and launch.poll() is None:
         time.sleep(0.2)
+    running = subprocess.run([PYTHON, "-m", "orchestrator", "status", str(run_dir)], cwd=REPO, env=cli_env,
+                             capture_output=True, text=True, check=True).stdout
+    assert f"running (pid {launch.pid}" in running and "ETA: " in running and "trials/min" in running, running
     launch.send_signal(signal.SIGKILL)
     launch.wait()
     time.sleep(3)  # let the killed driver's workers notice and exit

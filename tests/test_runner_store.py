@@ -11,7 +11,7 @@ import pytest
 import trainers
 from orchestrator.identity import TrialSpec
 from orchestrator.records import CORE_COLUMNS
-from orchestrator.runner import execute_trial
+from orchestrator.runner import execute_pack, execute_trial, seed_packs
 from orchestrator.store import RunLockedError, RunStore, write_atomic
 
 
@@ -21,7 +21,8 @@ def fake_trainer(monkeypatch):
 
 
 def spec(trial_id: str = "t1", seed: int = 0, **train: int) -> TrialSpec:
-    config = {"train": {"steps": 3, "fail_times": 0, "diverge_at": 0, "checkpoint_every": 1, **train},
+    config = {"train": {"steps": 3, "fail_times": 0, "pack_fails": False, "diverge_at": 0, "checkpoint_every": 1,
+                        **train},
               "success": {"metric": "val_acc", "threshold": 0.9}}
     return TrialSpec(trial_id, "fake", seed, config, {"seed": seed})
 
@@ -94,3 +95,28 @@ def test_write_atomic_leaves_no_temp_files(tmp_path: Path):
     write_atomic(target, json.dumps({"a": 2}).encode())
     assert json.loads(target.read_text()) == {"a": 2}
     assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+def test_seed_packs_group_configs_that_differ_only_in_seed():
+    trials = [spec(f"a{s}", seed=s) for s in (3, 0, 2, 1, 4)] + [spec(f"b{s}", seed=s, steps=5) for s in (0, 1)]
+    packs = seed_packs(trials, 2)
+    assert [[t.trial_id for t in pack] for pack in packs] == [["a0", "a1"], ["a2", "a3"], ["a4"], ["b0", "b1"]]
+    assert [len(p) for p in seed_packs(trials, 1)] == [1] * 7
+
+
+def test_pack_runs_vectorized_and_writes_one_record_per_seed(tmp_path: Path):
+    store = RunStore(tmp_path)
+    records = execute_pack(store, [spec("p0", seed=0), spec("p1", seed=1)], "L1")
+    assert [r.trial_id for r in records] == ["p0", "p1"] and [r.seed for r in records] == [0, 1]
+    assert all(r.extra == {"pack": 2} and r.status == "completed" for r in records)
+    assert store.finished_ids() == {"p0", "p1"}
+    alone = execute_trial(RunStore(tmp_path / "alone"), spec("p1", seed=1), "L1")
+    assert alone.curve == records[1].curve  # the member's curve is the sequential one
+
+
+def test_pack_that_raises_falls_back_to_one_by_one(tmp_path: Path):
+    records = execute_pack(RunStore(tmp_path), [spec("p0", seed=0, pack_fails=True),
+                                                 spec("p1", seed=1, pack_fails=True)], "L1")
+    assert [r.status for r in records] == ["completed", "completed"]
+    assert all(r.extra == {} for r in records)  # the sequential path ran
+    assert all(r.attempt == 2 for r in records)  # the pack's start counted as an attempt

@@ -29,7 +29,7 @@ from typing import Any
 from orchestrator.backends.base import Backend
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
-from orchestrator.runner import execute_trial, failed_record
+from orchestrator.runner import execute_pack, failed_record, seed_packs
 from orchestrator.spec import BackendConfig
 from orchestrator.store import RunStore, now_iso
 
@@ -50,16 +50,17 @@ def _prepare_environment(address: str | None) -> None:
 
 
 class TrialQueue:
-    """The pending trials of one launch, handed out one at a time; runs as a Ray actor on the driver's node."""
+    """The pending packs of one launch (a pack: trials differing only in seed, usually one), handed out one at a
+    time; runs as a Ray actor on the driver's node."""
 
-    def __init__(self, trials: list[dict[str, Any]]) -> None:
-        self.pending = collections.deque(trials)
-        self.leases: dict[int, dict[str, Any]] = {}  # worker index -> the trial it is running
+    def __init__(self, packs: list[list[dict[str, Any]]]) -> None:
+        self.pending = collections.deque(packs)
+        self.leases: dict[int, list[dict[str, Any]]] = {}  # worker index -> the pack it is running
 
-    def next(self, worker: int, finished: str | None = None) -> dict[str, Any] | None:
-        """The worker's next trial; `finished` (the id of the trial it just recorded) ends its current lease."""
+    def next(self, worker: int, finished: str | None = None) -> list[dict[str, Any]] | None:
+        """The worker's next pack; `finished` (the first trial id of the pack it just recorded) ends its lease."""
         lease = self.leases.get(worker)
-        if lease is not None and lease["trial_id"] != finished:  # died mid-trial, restarted by Tune: same trial
+        if lease is not None and lease[0]["trial_id"] != finished:  # died mid-pack, restarted by Tune: same pack
             return lease
         if not self.pending:
             self.leases.pop(worker, None)
@@ -67,7 +68,7 @@ class TrialQueue:
         self.leases[worker] = self.pending.popleft()
         return self.leases[worker]
 
-    def release(self, worker: int) -> dict[str, Any] | None:
+    def release(self, worker: int) -> list[dict[str, Any]] | None:
         return self.leases.pop(worker, None)
 
 
@@ -83,12 +84,14 @@ def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str,
     statuses: list[str] = []  # reported in batches: one tune.report per trial would dominate a short trial
     last_report = time.monotonic()
     while (data := ray.get(queue.next.remote(worker, finished))) is not None:
-        trial = TrialSpec.from_dict(data)
-        record = store.read_record(trial.trial_id)  # set if finished before this worker was restarted
-        if record is None:
-            record = execute_trial(store, trial, launch_id, max_retries=max_retries, num_threads=num_threads)
-        finished = trial.trial_id
-        statuses.append(record.status)
+        pack = [TrialSpec.from_dict(d) for d in data]
+        done = {t.trial_id: store.read_record(t.trial_id) for t in pack}  # set if finished before a restart
+        todo = [t for t in pack if done[t.trial_id] is None]
+        if todo:
+            done.update((r.trial_id, r) for r in execute_pack(store, todo, launch_id, max_retries=max_retries,
+                                                             num_threads=num_threads))
+        finished = pack[0].trial_id
+        statuses.extend(r.status for r in done.values() if r is not None)
         if time.monotonic() - last_report > REPORT_EVERY_S:
             tune.report({"trial_statuses": statuses})
             statuses, last_report = [], time.monotonic()
@@ -114,8 +117,9 @@ class RayBackend(Backend):
             ray.init(address=self.config.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, configure_logging=True)
         try:
-            queue = ray.remote(num_cpus=0)(TrialQueue).remote([t.to_dict() for t in trials])
-            workers = self._worker_count(len(trials), ray.cluster_resources())
+            packs = seed_packs(trials, self.config.seeds_per_trial)
+            queue = ray.remote(num_cpus=0)(TrialQueue).remote([[t.to_dict() for t in pack] for pack in packs])
+            workers = self._worker_count(len(packs), ray.cluster_resources())
             trainable = tune.with_resources(
                 tune.with_parameters(_worker, queue=queue, run_dir=str(store.root.resolve()), launch_id=launch_id,
                                      max_retries=self.config.max_retries, num_threads=self.threads_per_trial),
@@ -165,17 +169,15 @@ def _progress_callback(store: RunStore, launch_id: str, progress: Progress, queu
                 progress.trial_finished(str(status))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            held = ray.get(queue.release.remote(int(trial.config["worker"])))
-            if held is None:
-                return
-            spec = TrialSpec.from_dict(held)
-            record = store.read_record(spec.trial_id)
-            if record is None:
-                error = _error_text(trial) or "the Ray worker running this trial died"
-                attempts = len(store.attempts(spec.trial_id))
-                record = failed_record(spec, launch_id, error, attempts, now_iso(), 0.0)
-                store.write_record(record)
-            progress.trial_finished(record.status)
+            held = ray.get(queue.release.remote(int(trial.config["worker"]))) or []
+            for spec in map(TrialSpec.from_dict, held):
+                record = store.read_record(spec.trial_id)
+                if record is None:
+                    error = _error_text(trial) or "the Ray worker running this trial died"
+                    attempts = len(store.attempts(spec.trial_id))
+                    record = failed_record(spec, launch_id, error, attempts, now_iso(), 0.0)
+                    store.write_record(record)
+                progress.trial_finished(record.status)
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
             if time.monotonic() - self._last_refresh > TABLE_REFRESH_S:
