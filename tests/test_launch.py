@@ -118,12 +118,13 @@ def _launch_process(path: Path, run_dir: Path, env: dict[str, str], *extra: str)
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_relaunch_finishes_each_trial_once(tiny_sweep, tmp_path: Path, cli_env):
     run_dir = tmp_path / "run"
-    path = tiny_sweep(sweep="sweep: {seed: {range: [0, 6]}, model.kernel: [softmax, normsoftmax]}\n",
+    path = tiny_sweep(sweep="sweep: {seed: {range: [0, 8]}, model.kernel: [softmax, normsoftmax]}\n",
                       backend="backend: {kind: ray}\n")
+    total = 16
     slow = ("--set", "train.steps=400", "--set", "train.eval_every=100")  # ~1-2 s a trial
     launch = _launch_process(path, run_dir, cli_env, *slow)
     deadline = time.monotonic() + 180
-    while len(record_bytes(run_dir)) < 3 and time.monotonic() < deadline and launch.poll() is None:
+    while len(record_bytes(run_dir)) < 2 and time.monotonic() < deadline and launch.poll() is None:
         time.sleep(0.2)
     running = subprocess.run([PYTHON, "-m", "orchestrator", "status", str(run_dir)], cwd=REPO, env=cli_env,
                              capture_output=True, text=True, check=True).stdout
@@ -135,22 +136,22 @@ def test_sigkill_mid_sweep_then_relaunch_finishes_each_trial_once(tiny_sweep, tm
     store = RunStore(run_dir)
     plan = [p["trial_id"] for p in store.read_plan()]
     in_flight = {tid for tid in plan if tid not in {n[:-5] for n in finished_before} and store.attempts(tid)}
-    assert 3 <= len(finished_before) < 12, "the kill should land mid-sweep"
+    assert 2 <= len(finished_before) < total, f"the kill should land mid-sweep: {len(finished_before)} finished"
 
     status = subprocess.run([PYTHON, "-m", "orchestrator", "status", str(run_dir)], cwd=REPO, env=cli_env,
                             capture_output=True, text=True, check=True).stdout
-    assert "not running" in status and f"{12 - len(finished_before)} pending" in status
+    assert "not running" in status and f"{total - len(finished_before)} pending" in status, status
 
     relaunch = _launch_process(path, run_dir, cli_env, *slow)
     out, _ = relaunch.communicate(timeout=300)
     assert relaunch.returncode == 0, out
-    assert f"12 trials, {len(finished_before)} already finished, {12 - len(finished_before)} to run" in out
+    assert f"{total} trials, {len(finished_before)} already finished, {total - len(finished_before)} to run" in out
 
     after = record_bytes(run_dir)
     assert sorted(name[:-5] for name in after) == sorted(plan)  # each expected trial, exactly once
     assert all(after[name] == data for name, data in finished_before.items())  # finished ones not re-run
     trials = pd.read_parquet(run_dir / "trials.parquet")
-    assert trials["trial_id"].is_unique and len(trials) == 12
+    assert trials["trial_id"].is_unique and len(trials) == total
     attempts = dict(zip(trials["trial_id"], trials["attempt"], strict=True))
     assert all(attempts[tid] == 2 for tid in in_flight)  # interrupted ones were re-run
 
