@@ -170,7 +170,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
         return EXIT_BAD_INPUT
     plan = {p["trial_id"]: p for p in store.read_plan()}
-    records = {r.trial_id: r for r in store.iter_records()}
+    records = store.records()
     running = store.is_locked()
     in_flight = {tid for tid in plan if tid not in records
                  and any(a["launch_id"] == launch["launch_id"] for a in store.attempts(tid))} if running else set()

@@ -202,7 +202,7 @@ class RunStore:
 
         rows: list[dict[str, Any]] = []
         curve_data: dict[str, list[Any]] = {"trial_id": [], "step": []}
-        for record in self.iter_records():
+        for record in self.records().values():
             rows.append(trials_row(record))
             _extend_columns(curve_data, curve_columns(record))
         trials = _typed_trials(pd.DataFrame(rows, columns=None if rows else CORE_COLUMNS))

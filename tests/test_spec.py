@@ -23,7 +23,7 @@ MALFORMED = [
     (GOOD_HEAD + "config:\n  model: {depth: two}\n", 4, ["config.model.depth", "must be an integer"]),
     (GOOD_HEAD + "config:\n  train: {lr: -0.1}\n", 4, ["config.train.lr", "allowed: > 0"]),
     (GOOD_HEAD + "config:\n  model: {kernel: sofmax}\n", 4, ["config.model.kernel", "did you mean 'softmax'",
-                                                            "allowed: softmax, normsoftmax"]),
+                                                            "allowed: softmax"]),
     (GOOD_HEAD + "config:\n  success: {metric: val_accuracy}\n", 4, ["config.success.metric", "val_acc"]),
     (GOOD_HEAD + "sweep:\n  train.lr: []\n", 4, ["sweep.train.lr", "empty list"]),
     (GOOD_HEAD + "sweep:\n  train.lr: [1.0e-3, -3.0e-4]\n", 4, ["sweep.train.lr", "allowed: > 0"]),

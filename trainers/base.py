@@ -8,7 +8,6 @@ trial identity from the resolved config, and judges success from the curve; the 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,7 +123,3 @@ def best_and_final(values: list[float], direction: Direction) -> tuple[float | N
         return None, (values[-1] if values else None)
     best = max(finite) if direction == "max" else min(finite)
     return best, values[-1]
-
-
-def schema_fields(config_class: type) -> tuple[dataclasses.Field, ...]:
-    return dataclasses.fields(config_class)

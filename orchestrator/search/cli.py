@@ -13,16 +13,18 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from orchestrator.search.config import ENV_PREFIX, SearchSpec, load_search, resolve_storage
-from orchestrator.search.storage import StorageError, dashboard_command, default_url, mask_text, mask_url, password_of
 from orchestrator.spec import SpecError
 from orchestrator.store import RunStore, now_iso, write_atomic
 
+if TYPE_CHECKING:
+    from orchestrator.search.config import SearchSpec
+
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+ENV_PREFIX = "env:"  # as orchestrator.search.config.ENV_PREFIX; the heavy imports wait until a command runs
 STATUS_RUNNING_SHOWN = 10
 
 
@@ -52,6 +54,9 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from orchestrator.search.config import load_search, resolve_storage
+    from orchestrator.search.storage import StorageError, default_url, mask_text
+
     overrides = list(args.overrides) + ([f"backend.kind={args.backend}"] if args.backend else [])
     spec = load_search(args.search, overrides)
     run_dir = args.run_dir or Path("runs") / spec.name
@@ -129,6 +134,7 @@ def _search(args: argparse.Namespace, spec: SearchSpec, run_dir: Path, storage_r
 
 def _meta(spec: SearchSpec, storage_ref: str | None, url: str) -> dict[str, Any]:
     from orchestrator.search.report import dimension_dict
+    from orchestrator.search.storage import password_of
 
     s = spec.settings
     if storage_ref and storage_ref.startswith(ENV_PREFIX):
@@ -158,12 +164,16 @@ def _write_provenance(store: RunStore, spec: SearchSpec, path: Path, shown_stora
 
 
 def _shown_storage(storage_ref: str | None, url: str) -> str:
+    from orchestrator.search.storage import mask_url
+
     if storage_ref and storage_ref.startswith(ENV_PREFIX):
         return f"{storage_ref} ({mask_url(url)})"
     return mask_url(url)
 
 
 def _dashboard(storage_ref: str | None, url: str, study_name: str) -> str:
+    from orchestrator.search.storage import dashboard_command
+
     if storage_ref and storage_ref.startswith(ENV_PREFIX):
         return f'pip install optuna-dashboard && optuna-dashboard "${storage_ref[len(ENV_PREFIX):]}"  ' \
                f"(study: {study_name})"
@@ -174,7 +184,9 @@ def _dashboard(storage_ref: str | None, url: str, study_name: str) -> str:
 
 
 def cmd_search_status(args: argparse.Namespace) -> int:
+    from orchestrator.search.config import resolve_storage
     from orchestrator.search.report import load_meta
+    from orchestrator.search.storage import mask_text, mask_url
 
     search_dir = args.run_dir / "search"
     try:

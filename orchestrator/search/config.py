@@ -43,7 +43,7 @@ DISTRIBUTIONS = ("log_uniform", "uniform", "int", "log_int", "categorical")
 DISTRIBUTION_FORMS = ("{log_uniform: [low, high]}", "{uniform: [low, high]}", "{int: [low, high]}",
                       "{int: [low, high, step]}", "{log_int: [low, high]}", "{categorical: [a, b, ...]}")
 SAMPLERS = ("tpe", "gp", "cmaes", "nsga2")
-ENV_PREFIX = "env:"
+ENV_PREFIX = "env:"  # search.storage: env:VAR reads the URL from a variable (orchestrator.search.cli too)
 
 
 @dataclass
@@ -58,7 +58,8 @@ class SearchSettings:
     confidence: float = param(0.95, gt=0, lt=1, doc="confidence level of the Wilson interval")
     seeds_per_round: int | None = param(None, ge=1, doc="seeds of each config run between two pruning checks; "
                                                          "default max(1, K // 4)")
-    seed: int | None = param(None, ge=0, doc="sampler seed, for a reproducible sequence of configurations")
+    seed: int | None = param(None, ge=0, doc="sampler seed, for a reproducible sequence of configurations in one "
+                                             "worker; give each worker of a shared study its own (or none)")
     storage: str | None = param(None, doc="SQLAlchemy URL of the study (or env:VAR naming a variable holding "
                                           "it); default: SQLite in <run_dir>/search/study.db")
     study_name: str | None = param(None, doc="default: the search's name")

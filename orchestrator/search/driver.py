@@ -18,6 +18,7 @@ lock, so the `n_configs` budget is exact (a configuration asked past it is faile
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import json
 import logging
@@ -126,6 +127,7 @@ class SearchDriver:
         self.rounds = 0
         self.locks_dir = store.root / "search" / "locks"
         self.retry_callback = storage.get_heartbeat_stale_trial_callback()
+        self.grace_period = self.settings.grace_period or 2 * self.settings.heartbeat_interval
 
     # ---- the loop ---------------------------------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class SearchDriver:
         try:
             while True:
                 fail_stale(self.study)
+                fail_orphans(self.study, self.storage, self.study_id, self.grace_period)
                 self._refill()
                 if self.active:
                     self._round()
@@ -164,6 +167,7 @@ class SearchDriver:
                 trial = self.study.ask()
             storage_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
             self.heartbeat.add(storage_id)
+            trial.set_user_attr("worker", self.worker)  # from here on the heartbeat vouches for it (`fail_orphans`)
             if self._surplus(trial):
                 trial.set_user_attr(SURPLUS_ATTR, True)
                 self.study.tell(trial, state=TrialState.FAIL)
@@ -171,7 +175,6 @@ class SearchDriver:
                 return
             params = self.spec.coerce_params({d.key: d.suggest(trial) for d in self.spec.space})
             seeds = self.spec.trials(params)
-            trial.set_user_attr("worker", self.worker)
             trial.set_user_attr("seeds_total", len(seeds))
             trial.set_user_attr("trial_ids", [t.trial_id for t in seeds])
             flight = InFlight(trial, storage_id, params, seeds)
@@ -301,6 +304,28 @@ def fail_stale(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def fail_orphans(study: optuna.Study, storage: Any, study_id: int, grace_period: float) -> None:
+    """Fail (and retry) configs whose worker died between `ask` and its first heartbeat.
+
+    Optuna's stale check only sees trials with a heartbeat; a worker records one right after asking, then marks
+    the trial with its `worker` attribute. A RUNNING trial still unmarked after the grace period has no live
+    worker behind it.
+    """
+    now = datetime.datetime.now()
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if "worker" in trial.user_attrs or started is None or (now - started).total_seconds() <= grace_period:
+            continue
+        storage_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            storage.set_trial_state_values(storage_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        if callback is not None:
+            callback(study, storage.get_trial(storage_id))
 
 
 @contextlib.contextmanager

@@ -51,6 +51,10 @@ class SlurmBackend(Backend):
             self.extra_sbatch = sbatch_option_parameters(self.slurm.sbatch_options)
         except ValueError as error:
             raise SpecError(SPEC_SOURCE, "backend.slurm.sbatch_options", str(error)) from None
+        if self.slurm.signal_delay_s >= self.slurm.time_minutes() * 60:
+            raise SpecError(SPEC_SOURCE, "backend.slurm.signal_delay_s",
+                            f"got {self.slurm.signal_delay_s} s, not shorter than the time limit {self.slurm.time!r}; "
+                            "the checkpoint signal must come before the end (e.g. 90 s for an hour)")
 
     # ---- what each array task asks for --------------------------------------------------------------------------
 
@@ -190,7 +194,7 @@ class SlurmBackend(Backend):
             return f"slurm: nothing submitted; {len(in_flight)} trials are queued or running already"
         n_tasks = sum(len(s.tasks) for s in submissions)
         return (f"slurm: submitted {len(to_submit)} trials as {n_tasks} array tasks in {len(submissions)} array(s) "
-                f"in {elapsed:.1f}s: job(s) {', '.join(s.job_id for s in submissions)}\n"
+                f"in {elapsed:.2f}s: job(s) {', '.join(s.job_id for s in submissions)}\n"
                 f"queue: squeue --jobs={','.join(sorted(job_ids, key=int))}   logs: {jobs_dir(store)}/")
 
     def _submit(self, store: RunStore, trials: list[TrialSpec], launch_id: str) -> list[Submission]:

@@ -46,14 +46,23 @@ class TrialChunk(submitit.helpers.Checkpointable):
         statuses: dict[str, str] = {}
         for data in self.trials:
             trial = TrialSpec.from_dict(data)
-            if store.record_path(trial.trial_id).exists():  # finished before a requeue: never run twice
-                statuses[trial.trial_id] = store.read_record(trial.trial_id).status
+            done = self._finished_status(store, trial.trial_id)
+            if done is not None:
+                statuses[trial.trial_id] = done
                 continue
             record = execute_trial(store, trial, self.launch_id, max_retries=self.max_retries,
                                    num_threads=self.num_threads)
             statuses[trial.trial_id] = record.status
         rebuild_tables_if_plan_finished(store)
         return statuses
+
+    def _finished_status(self, store: RunStore, trial_id: str) -> str | None:
+        """The status of a record that means "do not run": one this launch wrote (before a requeue), or any record
+        that is not a failure. A failed record from an earlier launch is there to be retried (--retry-failed)."""
+        if not store.record_path(trial_id).exists():
+            return None
+        record = store.read_record(trial_id)
+        return record.status if record.launch_id == self.launch_id or record.status != "failed" else None
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Requeue the same chunk unchanged: finished trials are skipped by their records, and the trial in flight
