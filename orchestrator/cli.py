@@ -104,6 +104,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             print(details)
         return EXIT_OK
 
+    backend.preflight(run_dir, trials)
     store = RunStore(run_dir)
     with store.lock():
         launch_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -164,34 +165,35 @@ def _print_dry_run(spec: SweepSpec, trials: list[TrialSpec], run_dir: Path, back
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.backends import backend_class
+
     store = RunStore(args.run_dir)
     launch = store.read_launch()
     if launch is None:
         print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
         return EXIT_BAD_INPUT
+    backend = backend_class(launch.get("backend", "ray"))
     plan = {p["trial_id"]: p for p in store.read_plan()}
     records = store.records()
     running = store.is_locked()
-    in_flight = {tid for tid in plan if tid not in records
-                 and any(a["launch_id"] == launch["launch_id"] for a in store.attempts(tid))} if running else set()
+    started_now = {tid for tid in plan if tid not in records
+                   and any(a["launch_id"] == launch["launch_id"] for a in store.attempts(tid))} if running else set()
+    in_flight = (started_now | backend.in_flight(store)) - set(records)
     counts = Counter(records[tid].status for tid in plan if tid in records)
     pending = len(plan) - sum(counts.values()) - len(in_flight)
     succeeded = sum(1 for tid in plan if tid in records and records[tid].success)
 
-    state = f"running (pid {launch['pid']} on {launch['host']})" if running else "not running"
+    state = f"running (pid {launch['pid']} on {launch['host']})" if running else "launcher not running"
     print(f"{args.run_dir}: launch {launch['launch_id']} of {launch['sweep']} — {state}")
-    print(f"{len(plan)} trials: {_counts_line(counts)} ({succeeded} succeeded), {len(in_flight)} running, "
-          f"{pending} pending")
+    print(f"{len(plan)} trials: {_counts_line(counts)} ({succeeded} succeeded), {len(in_flight)} running or "
+          f"queued, {pending} pending")
     if len(records) > sum(counts.values()):
         print(f"{len(records) - sum(counts.values())} more records from earlier plans are kept in the tables")
-    remaining = pending + len(in_flight)
-    if remaining and running:
-        print(_eta_line(records.values(), launch, remaining))
-    elif remaining:
+    if (running or in_flight) and pending + len(in_flight):
+        print(_eta_line(records.values(), launch, pending + len(in_flight)))
+    elif pending:
         print(f"to finish: python -m orchestrator launch {launch['sweep']} --run-dir {args.run_dir}")
-    from orchestrator.backends import backend_class
-
-    for line in backend_class(launch.get("backend", "ray")).status_lines(store, launch):
+    for line in backend.status_lines(store, launch):
         print(line)
     failed = [r for r in records.values() if r.status == "failed"]
     for record in failed[:10]:

@@ -61,9 +61,10 @@ def test_second_launch_on_a_held_run_directory_is_refused(tiny_sweep, tmp_path: 
     assert not store.records_dir.exists()
 
 
-def test_failed_trials_are_kept_and_rerun_on_request(tiny_sweep, tmp_path: Path, capsys):
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_failed_trials_are_kept_and_rerun_on_request(tiny_sweep, tmp_path: Path, capsys, backend):
     run_dir = tmp_path / "run"
-    path = tiny_sweep(sweep="sweep: {seed: [0]}\n")
+    path = tiny_sweep(sweep="sweep: {seed: [0]}\n", backend=f"backend: {{kind: {backend}}}\n")
     # An impossible model (width not divisible by heads) fails inside the trainer, in every attempt.
     args = ["launch", str(path), "--run-dir", str(run_dir), "--no-progress", "--set", "model.heads=3"]
     assert main(args) == 1

@@ -18,7 +18,7 @@ MALFORMED = [
     ("- just\n- a list\n", None, ["must be a YAML mapping"]),
     (GOOD_HEAD + "sweeep: {seed: [1]}\n", 3, ["sweeep", "did you mean 'sweep'"]),
     ("name: 'has space'\ntrainer: eureka\n", 1, ["name", "letters, digits"]),
-    ("name: x\ntrainer: eurekaa\n", 2, ["trainer", "unknown trainer 'eurekaa'", "registered: eureka"]),
+    ("name: x\ntrainer: eurekaa\n", 2, ["trainer", "unknown trainer 'eurekaa'", "registered: ", " eureka,"]),
     (GOOD_HEAD + "config:\n  model: {depht: 2}\n", 4, ["config.model.depht", "did you mean 'depth'"]),
     (GOOD_HEAD + "config:\n  model: {depth: two}\n", 4, ["config.model.depth", "must be an integer"]),
     (GOOD_HEAD + "config:\n  train: {lr: -0.1}\n", 4, ["config.train.lr", "allowed: > 0"]),

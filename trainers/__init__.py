@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 
 from trainers.base import Trainer
@@ -9,6 +10,9 @@ from trainers.base import Trainer
 # name -> "module:attribute"; imported lazily so validating a sweep file loads only the trainer it names.
 REGISTRY: dict[str, str] = {
     "eureka": "trainers.eureka:TRAINER",
+    "cooccurrence": "trainers.cooccurrence:TRAINER",
+    "kernel_regression": "trainers.kernel_regression:TRAINER",
+    "depth": "trainers.depth:TRAINER",
     "noop": "trainers.noop:TRAINER",
 }
 
@@ -17,7 +21,9 @@ class UnknownTrainerError(KeyError):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.name = name
-        self.message = f"unknown trainer {name!r}; registered: {', '.join(sorted(REGISTRY))}"
+        # closest names first, so the one the user probably meant leads the list
+        ranked = sorted(REGISTRY, key=lambda known: (-difflib.SequenceMatcher(None, name, known).ratio(), known))
+        self.message = f"unknown trainer {name!r}; registered: {', '.join(ranked)}"
 
     def __str__(self) -> str:
         return self.message

@@ -7,6 +7,7 @@ either the previous checkpoint or the new one, never a torn file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,25 @@ def load_checkpoint(workdir: Path) -> dict[str, Any] | None:
 def due(step: int, every: int) -> bool:
     """Whether a periodic action (eval, checkpoint) with period `every` (0 = never) falls on this step."""
     return every > 0 and step % every == 0
+
+
+def fingerprint(config: Any, seed: int) -> dict[str, Any]:
+    """What makes a checkpoint belong to a trial: its seed and its config without identity=False keys."""
+
+    def identity(section: Any) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(section):
+            if f.metadata.get("identity", True):
+                value = getattr(section, f.name)
+                out[f.name] = identity(value) if dataclasses.is_dataclass(value) else value
+        return out
+
+    return {"seed": seed, "config": identity(config)}
+
+
+def resume_state(workdir: Path, every: int, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None when checkpoints are off or there is none); refuses another trial's."""
+    state = load_checkpoint(workdir) if every else None
+    if state is not None and state["fingerprint"] != expected:
+        raise ValueError(f"{workdir} holds a checkpoint of another trial (config or seed differ)")
+    return state

@@ -21,13 +21,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
-from trainers.checkpoint import due, load_checkpoint, save_checkpoint
+from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
+from trainers.images import ImageTask, PatchEmbed, load_source
 from trainers.model import Encoder, ModelConfig, layer_entropies, qkv_grad_norms
 
 N_CLASSES = 10
@@ -41,7 +43,10 @@ VAL_SEED = 2**31 - 1  # one fixed validation set shared by every seed, so curves
 class TaskConfig:
     """The data: the token task and its difficulty knobs, and the fixed validation set."""
 
-    kind: Literal["tokens"] = param("tokens", doc="tokens: the [CLS, A, T1, T2, B] token task")
+    kind: Literal["tokens", "images"] = param(
+        "tokens",
+        doc="tokens: the [CLS, A, T1, T2, B] token task; images: 2x2-tile images read by a patch-embedding ViT",
+    )
     val_size: int = param(1024, ge=1, doc="examples in the fixed validation set (drawn once, same for every seed)")
     synonyms: int = param(
         3,
@@ -61,6 +66,15 @@ class TaskConfig:
         False, doc="4 indicator values; the indicators 'match' when both are in {1,2} or both in {3,4} (paper variant)"
     )
     p_match: float = param(0.5, ge=0, le=1, doc="probability that the indicators match (the label is T1's class)")
+    image_source: Literal["digits", "mnist", "fashion_mnist"] = param(
+        "digits",
+        doc="images: tiles from scikit-learn's bundled 8x8 digits (16x16 images; nothing to download), or local "
+        "MNIST / Fashion-MNIST targets (28x28 tiles, MNIST indicators) read from data_dir",
+    )
+    data_dir: str = param(
+        "", doc="images with mnist/fashion_mnist: folder with mnist/ and fashion_mnist/, each idx(.gz) files or one npz"
+    )
+    patch_size: int = param(4, ge=1, doc="images: ViT patch side in pixels (must divide the image side)")
 
 
 @dataclass
@@ -110,7 +124,11 @@ class TokenTask:
         self.cls = self.first_indicator + self.n_indicator_values * S
         self.vocab_size = self.cls + 1
 
-    def sample(self, n: int, g: torch.Generator) -> Batch:
+    def embedding(self) -> nn.Module | None:
+        return None  # the encoder's own token embedding
+
+    def sample(self, n: int, g: torch.Generator, split: Literal["train", "val"] = "train") -> Batch:
+        """n examples; the token task draws train and val from the same distribution (val from its own seed)."""
         c, S = self.config, self.config.synonyms
         a = torch.randint(0, self.n_indicator_values, (n,), generator=g)
         match = torch.rand(n, generator=g) < c.p_match  # (n,)
@@ -141,9 +159,38 @@ class TokenTask:
         return torch.where(match, group, 1 - group) * 2 + other
 
 
+class ImageEureka:
+    """The image task behind the same interface as TokenTask: 2x2-tile images in, the ViT's patch embedding."""
+
+    def __init__(self, config: TaskConfig, width: int) -> None:
+        (ind_train, ind_val), (tgt_train, tgt_val) = load_source(config.image_source, config.data_dir)
+        self.config = config
+        self.width = width
+        self.train = ImageTask(ind_train, tgt_train, config.p_match)
+        self.val = ImageTask(ind_val, tgt_val, config.p_match)
+        self.image_size = 2 * self.train.tile
+        self.seq_len = (self.image_size // config.patch_size) ** 2 + 1
+        self.vocab_size = 0
+
+    def sample(self, n: int, g: torch.Generator, split: Literal["train", "val"] = "train") -> Batch:
+        images, labels = (self.train if split == "train" else self.val).sample(n, g)
+        return Batch(images, labels, None)
+
+    def embedding(self) -> nn.Module:
+        return PatchEmbed(self.image_size, self.config.patch_size, self.width)
+
+
 def indicators_match(a: torch.Tensor, b: torch.Tensor, groups: bool) -> torch.Tensor:
     """The label rule's first step on indicator values: equal, or (groups) in the same half of {0,1,2,3}."""
     return (a // 2 == b // 2) if groups else (a == b)
+
+
+def build_task(config: TaskConfig, width: int) -> TokenTask | ImageEureka:
+    if config.kind == "tokens":
+        return TokenTask(config, width)
+    if config.kind == "images":
+        return ImageEureka(config, width)
+    raise ValueError(f"task.kind is {config.kind!r}; allowed: tokens, images")
 
 
 # ---- the trainer ---------------------------------------------------------------------------------------------------
@@ -166,21 +213,21 @@ class EurekaTrainer:
     def run(self, config: EurekaConfig, seed: int, ctx: TrialContext) -> TrainResult:
         torch.set_num_threads(ctx.num_threads)
         tc = config.train
-        task = TokenTask(config.task, config.model.width)
+        task = build_task(config.task, config.model.width)
         torch.manual_seed(seed)  # model init: the only use of the global RNG
-        model = Encoder(config.model, task.vocab_size, task.seq_len, N_CLASSES)
+        model = Encoder(config.model, task.vocab_size, task.seq_len, N_CLASSES, embed=task.embedding())
         # fused: one kernel for all parameters (~4x cheaper than the per-tensor loop on CPU), same AdamW update.
         optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
         data = torch.Generator().manual_seed(seed)  # training stream, private to this trial
-        val = task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED))
+        val = task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED), "val")
+        if config.model.norm == "admin" and config.model.admin_init == "profile":
+            model.admin_profile(val.inputs[:256])  # the fixed val inputs: profiling must not consume the data stream
 
         curve = Curve()
         loss_sum, n_losses, start = 0.0, 0, 1
-        fingerprint = {"seed": seed, "config": _identity(config)}
-        state = load_checkpoint(ctx.workdir) if tc.checkpoint_every else None
+        trial = fingerprint(config, seed)
+        state = resume_state(ctx.workdir, tc.checkpoint_every, trial)
         if state is not None:
-            if state["fingerprint"] != fingerprint:
-                raise ValueError(f"{ctx.workdir} holds a checkpoint of another trial (config or seed differ)")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             data.set_state(state["data_rng"])
@@ -225,25 +272,19 @@ class EurekaTrainer:
                 evaluate(step)
             if due(step, tc.checkpoint_every) and step < tc.steps:
                 save_checkpoint(ctx.workdir, {
-                    "fingerprint": fingerprint, "step": step, "model": model.state_dict(),
+                    "fingerprint": trial, "step": step, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "data_rng": data.get_state(),
                     "torch_rng": torch.get_rng_state(), "curve": curve.to_dict(),
                     "loss_sum": loss_sum, "n_losses": n_losses,
                 })  # fmt: skip
         return TrainResult(curve, "completed", tc.steps)
 
+    def run_seeds(self, config: EurekaConfig, seeds: list[int], contexts: list[TrialContext]) -> list[TrainResult]:
+        """The seeds of one config trained together as a stacked ensemble (trainers/ensemble.py); raises
+        NotImplementedError for what it does not cover, and the orchestrator then runs the seeds one by one."""
+        from trainers.ensemble import run_seeds  # imports this module
 
-def _identity(config: Any) -> dict[str, Any]:
-    """The config as a plain dict without identity=False keys (what makes two trials the same trial)."""
-    import dataclasses
-
-    out = {}
-    for f in dataclasses.fields(config):
-        if not f.metadata.get("identity", True):
-            continue
-        value = getattr(config, f.name)
-        out[f.name] = _identity(value) if dataclasses.is_dataclass(value) else value
-    return out
+        return run_seeds(config, seeds, contexts)
 
 
 TRAINER = EurekaTrainer()

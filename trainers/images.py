@@ -76,6 +76,23 @@ def load_image_folder(folder: Path) -> tuple[ImageSplit, ImageSplit]:
     return split(arrays["x_train"], arrays["y_train"]), split(arrays["x_test"], arrays["y_test"])
 
 
+def load_source(source: str, data_dir: str) -> tuple[tuple[ImageSplit, ImageSplit], tuple[ImageSplit, ImageSplit]]:
+    """((indicator train, val), (target train, val)) for task.image_source; mnist/fashion_mnist read local files
+    from data_dir/mnist and data_dir/fashion_mnist (indicators are always digits, as in the paper)."""
+    if source == "digits":
+        digits = load_digits_split()
+        return digits, digits
+    if not data_dir:
+        raise ValueError(f"task.image_source {source!r} reads local files: set task.data_dir to the folder holding "
+                         "mnist/ (and fashion_mnist/)")
+    mnist = load_image_folder(Path(data_dir) / "mnist")
+    if source == "mnist":
+        return mnist, mnist
+    if source == "fashion_mnist":
+        return mnist, load_image_folder(Path(data_dir) / "fashion_mnist")
+    raise ValueError(f"task.image_source is {source!r}; allowed: digits, mnist, fashion_mnist")
+
+
 def load_digits_split() -> tuple[ImageSplit, ImageSplit]:
     """scikit-learn's bundled 8x8 digits (1797 images, 0..16 scaled to [0, 1]), split 80/20 with a fixed seed."""
     from sklearn.datasets import load_digits
@@ -139,6 +156,7 @@ class PatchEmbed(nn.Module):
         self.n_patches = (image_size // patch) ** 2
         self.proj = nn.Linear(patch * patch, width)
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        nn.init.normal_(self.cls, std=0.02)  # timm ViT's CLS init; runs inside the trial's seeded model init
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         B, S, _ = images.shape

@@ -36,9 +36,9 @@ class ModelConfig:
     )
     admin_init: Literal["profile", "closed_form"] = param(
         "profile",
-        doc="admin only. profile: omega_i = sqrt(running variance of what enters the residual sums before sublayer "
-        "i), measured by one forward pass at init; closed_form: every omega = sqrt((N+1)/ln(N+1) - 1), "
-        "N = 2 * depth sublayers",
+        doc="admin only. profile: omega_i = sqrt(1 + sum_{j<i} Var[f_j]/Var[x_{j-1}]), the running variance of what "
+        "entered the residual sums before sublayer i, measured by one forward pass at init; closed_form: every "
+        "omega = sqrt((N+1)/ln(N+1) - 1), N = 2 * depth residual sublayers",
     )
     kernel: Kernel = param(
         "softmax",
@@ -187,10 +187,11 @@ class Block(nn.Module):
         if omega is None:
             return ln(x + fx)
         if self.profile is not None:
-            # Admin profiling pass: scale x so that omega * x carries the variance that has entered the residual sums
-            # so far (x itself is an LN output, variance 1, except the raw embedding entering the first sublayer).
-            omega.data.fill_(math.sqrt(self.profile[0] / float(x.detach().var())))
-            self.profile[0] += float(fx.detach().var())
+            # Admin profiling pass: omega_i^2 = 1 + sum_{j<i} Var[f_j] / Var[x_{j-1}], the variance the un-normalised
+            # (Pre-LN-like) residual stream would have accumulated, in units of the sublayer input's variance
+            # (Liu et al. 2020 with unit-variance inputs; every x after the first is an LN output).
+            omega.data.fill_(math.sqrt(self.profile[0]))
+            self.profile[0] += float(fx.detach().var() / x.detach().var())
         return ln(omega * x + fx)
 
 
@@ -229,7 +230,8 @@ class Encoder(nn.Module):
                 block.omega_mlp.data.fill_(omega)
 
     def embed(self, inputs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.tok(inputs) + self.pos[: inputs.size(1)]  # (B, T, C)
+        x = self.tok(inputs)  # (B, T, C): token ids, or images through a patch embedding
+        x = x + self.pos[: x.size(1)]
         return x if noise is None else x + noise
 
     def forward(self, inputs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -248,13 +250,12 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def admin_profile(self, inputs: torch.Tensor) -> list[float]:
-        """Admin init (Liu et al. 2020): one forward pass that sets each omega_i so that omega_i * x_{i-1} has the
-        running variance Var[x_0] + sum_{j<i} Var[f_j] of what entered the residual sums before sublayer i
-        (omega_1 = 1; later omega_i = sqrt(running variance), x_{i-1} being an LN output). Returns the omegas in
-        sublayer order."""
+        """Admin init (Liu et al. 2020): one forward pass that sets omega_i = sqrt(1 + sum_{j<i} Var[f_j] /
+        Var[x_{j-1}]) for each residual sublayer i (so omega_1 = 1 and omega never decreases with depth).
+        Returns the omegas in sublayer order."""
         if self.config.norm != "admin":
             raise ValueError(f"admin_profile needs model.norm 'admin', got {self.config.norm!r}")
-        running = [float(self.embed(inputs).var())]
+        running = [1.0]
         for block in self.blocks:
             block.profile = running  # shared running variance, updated as the pass goes through the sublayers
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
@@ -23,6 +24,11 @@ class Backend(ABC):
     def threads_per_trial(self) -> int:
         return max(1, int(self.config.resources.cpu))
 
+    def preflight(self, run_dir: Path, trials: list[TrialSpec]) -> None:
+        """Checks against the real cluster, before the run directory is touched: a SpecError here means nothing
+        is launched and nothing written (exit 2). Local and Ray need none."""
+        return
+
     def dry_run_details(self, trials: list[TrialSpec]) -> str:
         """Extra text for --dry-run (e.g. the batch scripts a cluster backend would submit)."""
         return ""
@@ -34,6 +40,11 @@ class Backend(ABC):
         Returns None when the trials ran to the end in this call, or a message saying how to follow them when
         the backend only submitted them (fire-and-forget cluster backends).
         """
+
+    @classmethod
+    def in_flight(cls, store: RunStore) -> set[str]:
+        """Trials queued or running outside the launching process (cluster jobs); in-process backends: none."""
+        return set()
 
     @classmethod
     def status_lines(cls, store: RunStore, launch: dict) -> list[str]:

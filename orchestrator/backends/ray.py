@@ -29,6 +29,7 @@ from typing import Any
 from orchestrator.backends.base import Backend
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
+from orchestrator.records import TrialRecord
 from orchestrator.runner import execute_pack, failed_record, seed_packs
 from orchestrator.spec import BackendConfig
 from orchestrator.store import RunStore, now_iso
@@ -85,7 +86,7 @@ def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str,
     last_report = time.monotonic()
     while (data := ray.get(queue.next.remote(worker, finished))) is not None:
         pack = [TrialSpec.from_dict(d) for d in data]
-        done = {t.trial_id: store.read_record(t.trial_id) for t in pack}  # set if finished before a restart
+        done = {t.trial_id: _recorded_by(store, t.trial_id, launch_id) for t in pack}  # before a worker restart
         todo = [t for t in pack if done[t.trial_id] is None]
         if todo:
             done.update((r.trial_id, r) for r in execute_pack(store, todo, launch_id, max_retries=max_retries,
@@ -97,6 +98,12 @@ def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str,
             statuses, last_report = [], time.monotonic()
     if statuses:
         tune.report({"trial_statuses": statuses})
+
+
+def _recorded_by(store: RunStore, trial_id: str, launch_id: str) -> TrialRecord | None:
+    """The trial's record if this launch wrote it (an older one, e.g. failed, was queued on purpose: run again)."""
+    record = store.read_record(trial_id)
+    return record if record is not None and record.launch_id == launch_id else None
 
 
 class RayBackend(Backend):

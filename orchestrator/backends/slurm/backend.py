@@ -30,7 +30,6 @@ from orchestrator.backends.slurm.submissions import (
     append_submission,
     jobs_dir,
     read_submissions,
-    slurm_dir,
 )
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
@@ -162,11 +161,16 @@ class SlurmBackend(Backend):
             return self.slurm.max_array_size, f"backend.slurm.max_array_size; the cluster allows {site}"
         return site, "from scontrol show config"
 
-    def _validate_script(self, store: RunStore, job_name: str, n_tasks: int) -> None:
-        """`sbatch --test-only` on the real script: SLURM's own verdict on time, qos, account, memory, options."""
-        slurm_dir(store).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=slurm_dir(store), prefix=".test-only-", suffix=".sh") as script:
-            script.write(self.sbatch_script(store.root, job_name, n_tasks))
+    def preflight(self, run_dir: Path, trials: list[TrialSpec]) -> None:
+        """SLURM present, partition known (`sinfo`), and `sbatch --test-only` on the real script: SLURM's own
+        verdict on time, qos, account, memory and options; all before the run directory is written."""
+        self.check_against_cluster()
+        if trials:
+            self._validate_script(run_dir.resolve(), f"sweep-{run_dir.name}", min(len(trials), 2))
+
+    def _validate_script(self, run_dir: Path, job_name: str, n_tasks: int) -> None:
+        with tempfile.NamedTemporaryFile("w", prefix=".test-only-", suffix=".sh") as script:
+            script.write(self.sbatch_script(run_dir, job_name, n_tasks))
             script.flush()
             try:
                 cluster.validate_submission(script.name)
@@ -205,7 +209,6 @@ class SlurmBackend(Backend):
         max_size, _ = self.effective_max_array_size()
         arrays = split_arrays(pack(trials, self.slurm.trials_per_job), max_size)
         job_name = f"sweep-{store.root.name}"
-        self._validate_script(store, job_name, len(arrays[0]))
         executor = submitit.SlurmExecutor(folder=jobs_dir(store), max_num_timeout=self.slurm.max_requeues,
                                           python=self.python_command)
         executor.update_parameters(**self.sbatch_parameters(job_name))
@@ -255,6 +258,15 @@ class SlurmBackend(Backend):
                    f"{', '.join(sorted(job_ids, key=int))}"
 
     # ---- status -------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def in_flight(cls, store: RunStore) -> set[str]:
+        if cluster.missing_commands():
+            return set()
+        try:
+            return set(trials_in_active_tasks(store))
+        except SpecError:  # squeue failed: status says so in its slurm line
+            return set()
 
     @classmethod
     def status_lines(cls, store: RunStore, launch: dict) -> list[str]:

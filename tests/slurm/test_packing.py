@@ -1,0 +1,77 @@
+"""Unit tests of the slurm backend's own logic: packing, array splitting, option parsing, the time schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.backends.slurm import cluster
+from orchestrator.backends.slurm.packing import pack, sbatch_option_parameters, split_arrays
+from orchestrator.schema import SchemaError
+from orchestrator.spec import SlurmConfig
+
+
+@pytest.mark.parametrize(("n", "per_task", "sizes"), [
+    (0, 4, []),
+    (1, 4, [1]),
+    (8, 4, [4, 4]),
+    (9, 4, [3, 3, 3]),  # balanced: not 4, 4, 1
+    (10, 4, [4, 3, 3]),
+    (5, 1, [1, 1, 1, 1, 1]),
+    (3, 10, [3]),
+])
+def test_pack_is_balanced_ordered_and_complete(n: int, per_task: int, sizes: list[int]):
+    chunks = pack(list(range(n)), per_task)
+    assert [len(c) for c in chunks] == sizes
+    assert [item for chunk in chunks for item in chunk] == list(range(n))
+    assert all(len(c) <= per_task for c in chunks)
+
+
+def test_five_thousand_one_minute_trials_are_a_few_hundred_tasks_in_arrays_below_the_limit():
+    tasks = pack(list(range(5000)), 10)
+    assert len(tasks) == 500
+    assert [len(a) for a in split_arrays(tasks, cluster.DEFAULT_MAX_ARRAY_SIZE)] == [500]
+    arrays = split_arrays(tasks, 200)  # a site that lowered MaxArraySize
+    assert [len(a) for a in arrays] == [200, 200, 100]
+    assert [t for a in arrays for t in a] == tasks
+
+
+def test_split_arrays_respects_the_largest_index():
+    # MaxArraySize=3 allows indices 0..2: three tasks per array.
+    assert [len(a) for a in split_arrays(list(range(7)), 3)] == [3, 3, 1]
+    assert split_arrays([], 3) == []
+    with pytest.raises(ValueError, match="max_array_size must be >= 1"):
+        split_arrays([1], 0)
+
+
+def test_sbatch_options_become_submitit_parameters_and_reserved_ones_are_refused():
+    assert sbatch_option_parameters(["--reservation=maint", "--exclusive", "--gres=gpu:a100:1"]) == {
+        "reservation": "maint", "exclusive": True, "gres": "gpu:a100:1"}
+    with pytest.raises(ValueError, match="--array is set by the slurm backend itself"):
+        sbatch_option_parameters(["--array=0-3"])
+    with pytest.raises(ValueError, match="each option is '--name=value' or '--flag'"):
+        sbatch_option_parameters(["-p debug"])
+
+
+@pytest.mark.parametrize(("text", "minutes"), [
+    ("90", 90), ("30:30", 31), ("1:30:00", 90), ("01:00:00", 60), ("2-00:00:00", 2880), ("1-12", 2160),
+    ("1-12:30", 2190), ("0:0:1", 1),
+])
+def test_slurm_time_forms(text: str, minutes: int):
+    assert SlurmConfig(time=text).time_minutes() == minutes
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("abc", "allowed: minutes, minutes:seconds"),
+    ("1:2:3:4", "allowed: minutes, minutes:seconds"),
+    ("0", "longer than zero"),
+    (5400, "quote the time"),  # what YAML makes of an unquoted 1:30:00
+])
+def test_malformed_time_is_a_schema_error(value: object, message: str):
+    with pytest.raises(SchemaError, match=message) as caught:
+        SlurmConfig(time=value)  # type: ignore[arg-type]
+    assert caught.value.key == "slurm.time"
+
+
+def test_first_error_line_strips_the_tool_prefix():
+    stderr = "sbatch: error: invalid partition specified: nope\nsbatch: error: Batch job submission failed\n"
+    assert cluster.first_error_line(stderr) == "invalid partition specified: nope"

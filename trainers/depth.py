@@ -1,0 +1,174 @@
+"""Deep Post-LN vs Pre-LN vs Admin on a synthetic sequence task (Liu et al. 2020, "Understanding the Difficulty of
+Training Transformers").
+
+Input: n random symbols followed by n query slots; at query slot i the model must output symbol i (copy) or symbol
+n+1-i (reverse), so every answer needs attention to one specific earlier position. The encoder predicts at every
+position; only the query slots count. Liu et al.'s finding: with standard (Xavier-scale) init, deep Post-LN
+depends so strongly on its residual branches that early updates blow it up or stall it, Pre-LN trains but ends
+worse, and Admin (Post-LN with profiled residual scales omega) trains stably. Divergence is an outcome, not an
+error. Logged per eval: per-token accuracy and loss, attention entropy per layer, Q/K/V gradient norms, and the
+relative output change under a small random parameter perturbation (how fragile the model is, Liu et al. Fig. 5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
+from trainers.model import Encoder, ModelConfig, Norm, layer_entropies, output_change, qkv_grad_norms
+
+VAL_SEED = 2**31 - 1
+
+
+@dataclass
+class SequenceTask:
+    """The data: copy or reverse n random symbols."""
+
+    kind: Literal["copy", "reverse"] = param("reverse", doc="copy: answer i is symbol i; reverse: symbol n+1-i")
+    length: int = param(8, ge=1, doc="n, symbols per example (the sequence holds 2n positions)")
+    vocab: int = param(16, ge=2, doc="number of distinct symbols (one more id marks the query slots)")
+    val_size: int = param(512, ge=1, doc="examples in the fixed validation set")
+
+
+@dataclass
+class DepthModelConfig(ModelConfig):
+    """The transformer for the depth study: deep, Post-LN by default, Xavier-scale init as in Liu et al."""
+
+    depth: int = param(12, ge=1, doc="number of blocks (2 residual sublayers each); the study goes up to 24")
+    norm: Norm = param("post_ln", doc="pre_ln: x + f(LN(x)); post_ln: LN(x + f(x)); admin: LN(omega * x + f(x))")
+    init_std: float = param(0.125, gt=0, doc="std of every weight's normal init (1/sqrt(width) at width 64)")
+
+
+@dataclass
+class DepthTrain:
+    """Adam with linear warmup then constant lr, on fresh batches."""
+
+    steps: int = param(400, ge=1, doc="optimiser steps")
+    batch_size: int = param(64, ge=1, doc="examples per step")
+    lr: float = param(1e-3, gt=0, doc="Adam learning rate after warmup")
+    warmup: int = param(0, ge=0, doc="steps of linear warmup from 0 to lr (0 = none; Post-LN needs it when deep)")
+    eval_every: int = param(50, ge=1, doc="steps between evaluations (step 0 and the last step are always evaluated)")
+    perturbation: float = param(
+        1e-3, ge=0, doc="relative size of the random parameter perturbation for output_change (0 = not logged)"
+    )
+    divergence_loss: float = param(1e2, gt=0, doc="a training loss above this (or NaN/inf) ends the trial as diverged")
+    checkpoint_every: int = param(
+        0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
+    )
+
+
+@dataclass
+class DepthSuccess(SuccessConfig):
+    """Success: per-token accuracy on the query slots reaches the threshold."""
+
+    metric: str = param("val_acc", doc="metric judged; must be one the trainer logs")
+    threshold: float = param(0.9, doc="success once the metric reaches this value")
+
+
+@dataclass
+class DepthConfig:
+    task: SequenceTask = section(SequenceTask)
+    model: DepthModelConfig = section(DepthModelConfig)
+    train: DepthTrain = section(DepthTrain)
+    success: DepthSuccess = section(DepthSuccess)
+
+
+def sample(task: SequenceTask, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """inputs (n, 2L): L symbols then L query tokens (id = vocab); targets (n, L) for the query slots."""
+    symbols = torch.randint(0, task.vocab, (n, task.length), generator=g)
+    queries = torch.full((n, task.length), task.vocab)
+    targets = symbols if task.kind == "copy" else symbols.flip(1)
+    return torch.cat([symbols, queries], dim=1), targets
+
+
+class DepthTrainer:
+    name = "depth"
+    config_class = DepthConfig
+    metric_directions = {
+        "val_acc": "max", "val_loss": "min", "train_loss": "min", "output_change": "min",
+        "grad_norm_q": "max", "grad_norm_k": "max", "grad_norm_v": "max",
+        **{f"attn_entropy_l{i}": "min" for i in range(64)},
+    }  # fmt: skip
+
+    def run(self, config: DepthConfig, seed: int, ctx: TrialContext) -> TrainResult:
+        torch.set_num_threads(ctx.num_threads)
+        task, tc = config.task, config.train
+        L = task.length
+        torch.manual_seed(seed)  # model init
+        model = Encoder(config.model, task.vocab + 1, 2 * L, task.vocab, readout="all")
+        val_inputs, val_targets = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
+        if config.model.norm == "admin" and config.model.admin_init == "profile":
+            model.admin_profile(val_inputs[:128])
+        optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=True)
+        ramp = (lambda s: min(1.0, (s + 1) / tc.warmup)) if tc.warmup else (lambda s: 1.0)
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, ramp)  # linear warmup, then constant
+        data = torch.Generator().manual_seed(seed)
+        curve, loss_sum, n_losses, start = Curve(), 0.0, 0, 1
+        trial = fingerprint(config, seed)
+        state = resume_state(ctx.workdir, tc.checkpoint_every, trial)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            warmup.load_state_dict(state["scheduler"])
+            data.set_state(state["data_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            curve = Curve.from_dict(state["curve"])
+            loss_sum, n_losses, start = state["loss_sum"], state["n_losses"], state["step"] + 1
+
+        def loss_and_logits(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = model(inputs)[:, L:]  # (B, L, vocab): the query slots only
+            return F.cross_entropy(logits.reshape(-1, task.vocab), targets.reshape(-1)), logits
+
+        def evaluate(step: int) -> None:
+            nonlocal loss_sum, n_losses
+            model.eval()
+            with torch.inference_mode():
+                val_loss, logits = loss_and_logits(val_inputs, val_targets)
+                entropies = layer_entropies(model)
+            metrics = {
+                "val_acc": float((logits.argmax(-1) == val_targets).float().mean()),
+                "val_loss": float(val_loss),
+                "train_loss": loss_sum / n_losses if n_losses else math.nan,
+                **entropies,
+                **qkv_grad_norms(model),
+            }
+            if tc.perturbation > 0:  # a fresh, step-seeded direction: the same in every run of this trial
+                probe = torch.Generator().manual_seed(seed * 1_000_003 + step)
+                metrics["output_change"] = output_change(model, val_inputs[:128], tc.perturbation, probe)
+            model.train()
+            loss_sum, n_losses = 0.0, 0
+            curve.append(step, metrics)
+            ctx.report(step, metrics)
+
+        if start == 1:
+            evaluate(0)
+        for step in range(start, tc.steps + 1):
+            loss, _ = loss_and_logits(*sample(task, tc.batch_size, data))
+            loss_value = loss.item()
+            if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
+                return TrainResult(curve, "diverged", step, extra={"diverged_loss": loss_value})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            warmup.step()
+            loss_sum += loss_value
+            n_losses += 1
+            if due(step, tc.eval_every) or step == tc.steps:
+                evaluate(step)
+            if due(step, tc.checkpoint_every) and step < tc.steps:
+                save_checkpoint(ctx.workdir, {
+                    "fingerprint": trial, "step": step, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": warmup.state_dict(), "data_rng": data.get_state(),
+                    "torch_rng": torch.get_rng_state(), "curve": curve.to_dict(),
+                    "loss_sum": loss_sum, "n_losses": n_losses,
+                })  # fmt: skip
+        return TrainResult(curve, "completed", tc.steps)
+
+
+TRAINER = DepthTrainer()

@@ -1,0 +1,152 @@
+"""One attention layer fitted by gradient descent on a regression loss (Song et al. 2024, softmax vs Gaussian kernel).
+
+N input sequences X (n tokens in R^d, Gaussian) and targets Y = a teacher attention layer's output on X (or pure
+noise: memorisation). The student is a single attention layer without residual or norm,
+    out = K(X W_Q, X W_K) X W_V,   K = softmax(QK^T/sqrt(d)) or the Gaussian kernel exp(-||q-k||^2/(2 sqrt(d))),
+trained by full-batch gradient descent on the mean squared error, with all of W_Q, W_K, W_V or only W_Q or only
+W_V trainable. The question the paper asks: which kernel's loss landscape lets gradient descent reach (near) zero
+loss, and from which parameterisation. Success = the relative loss (MSE / mean square of Y) falls below a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from trainers.checkpoint import due
+from trainers.model import attention_entropy, gaussian_kernel, softmax_kernel
+
+TEACHER_SEED = 2**31 - 2  # the teacher (and so the targets' rule) is the same for every seed
+
+
+@dataclass
+class RegressionTask:
+    """The data: N sequences of n Gaussian tokens in R^d, and how their targets are made."""
+
+    n_samples: int = param(32, ge=1, doc="N, training sequences (full batch)")
+    seq_len: int = param(8, ge=2, doc="n, tokens per sequence")
+    dim: int = param(16, ge=1, doc="d, token dimension (also the width of W_Q, W_K, W_V: d x d)")
+    target: Literal["teacher", "random"] = param(
+        "teacher",
+        doc="teacher: Y = a fixed random softmax-attention layer (weights std teacher_scale/sqrt(d)) applied to X; "
+        "random: Y ~ N(0, 1) independent of X (memorisation)",
+    )
+    teacher_scale: float = param(2.0, gt=0, doc="teacher weight scale; larger makes its attention less uniform")
+
+
+@dataclass
+class RegressionModel:
+    """The student: one attention layer, no W_O, no residual, no norm."""
+
+    kernel: Literal["softmax", "gaussian"] = param(
+        "softmax", doc="softmax(QK^T/sqrt(d)) or row-normalised Gaussian exp(-||q-k||^2/(2 sqrt(d)))"
+    )
+    init_std: float = param(1.0, gt=0, doc="W_Q, W_K, W_V entries ~ N(0, (init_std/sqrt(d))^2)")
+
+
+@dataclass
+class RegressionTrain:
+    """Full-batch gradient descent on the mean squared error."""
+
+    steps: int = param(2000, ge=1, doc="gradient-descent steps")
+    lr: float = param(0.5, gt=0, doc="gradient-descent step size")
+    trainable: Literal["all", "q_only", "v_only"] = param(
+        "all", doc="which weights gradient descent moves; the others stay at their init"
+    )
+    eval_every: int = param(100, ge=1, doc="steps between logged evaluations (step 0 and the last are logged)")
+    divergence_loss: float = param(1e6, gt=0, doc="a loss above this (or NaN/inf) ends the trial as diverged")
+
+
+@dataclass
+class RegressionSuccess(SuccessConfig):
+    """Success: the relative training loss falls to the threshold."""
+
+    metric: str = param("rel_loss", doc="metric judged; must be one the trainer logs")
+    threshold: float = param(0.05, doc="success once rel_loss = MSE / mean(Y^2) is at or below this")
+
+
+@dataclass
+class KernelRegressionConfig:
+    task: RegressionTask = section(RegressionTask)
+    model: RegressionModel = section(RegressionModel)
+    train: RegressionTrain = section(RegressionTrain)
+    success: RegressionSuccess = section(RegressionSuccess)
+
+
+class AttentionLayer(torch.nn.Module):
+    def __init__(self, dim: int, kernel: str, std: float) -> None:
+        super().__init__()
+        if kernel not in ("softmax", "gaussian"):
+            raise ValueError(f"model.kernel is {kernel!r}; allowed: softmax, gaussian")
+        self.kernel = kernel
+        scale = std / math.sqrt(dim)
+        self.w_q = torch.nn.Parameter(torch.randn(dim, dim) * scale)
+        self.w_k = torch.nn.Parameter(torch.randn(dim, dim) * scale)
+        self.w_v = torch.nn.Parameter(torch.randn(dim, dim) * scale)
+        self.last_weights: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k = (x @ self.w_q).unsqueeze(1), (x @ self.w_k).unsqueeze(1)  # (N, 1, n, d): one head
+        weights = softmax_kernel(q, k) if self.kernel == "softmax" else gaussian_kernel(q, k)  # (N, 1, n, n)
+        self.last_weights = weights.detach()
+        return weights.squeeze(1) @ (x @ self.w_v)  # (N, n, d)
+
+
+def make_data(task: RegressionTask, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(task.n_samples, task.seq_len, task.dim, generator=g)  # (N, n, d)
+    if task.target == "random":
+        return x, torch.randn(x.shape, generator=g)
+    fork = torch.random.fork_rng(devices=[])  # the teacher is built from its own seed, not the trial's
+    with fork:
+        torch.manual_seed(TEACHER_SEED)
+        teacher = AttentionLayer(task.dim, "softmax", task.teacher_scale)
+    with torch.no_grad():
+        return x, teacher(x)
+
+
+class KernelRegressionTrainer:
+    name = "kernel_regression"
+    config_class = KernelRegressionConfig
+    metric_directions = {"train_loss": "min", "rel_loss": "min", "attn_entropy": "min", "grad_norm": "max"}
+
+    def run(self, config: KernelRegressionConfig, seed: int, ctx: TrialContext) -> TrainResult:
+        torch.set_num_threads(ctx.num_threads)
+        tc = config.train
+        x, y = make_data(config.task, seed)
+        torch.manual_seed(seed)  # student init
+        model = AttentionLayer(config.task.dim, config.model.kernel, config.model.init_std)
+        trained = {"all": [model.w_q, model.w_k, model.w_v], "q_only": [model.w_q], "v_only": [model.w_v]}[tc.trainable]
+        for p in model.parameters():
+            p.requires_grad_(any(p is t for t in trained))
+        optimizer = torch.optim.SGD(trained, lr=tc.lr)
+        y_power = float(y.pow(2).mean())
+        curve = Curve()
+
+        for step in range(tc.steps + 1):  # the forward at iteration `step` sees the parameters after `step` updates
+            loss = (model(x) - y).pow(2).mean()
+            loss_value = loss.item()
+            if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
+                return TrainResult(curve, "diverged", step, extra={"diverged_loss": loss_value})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if step == 0 or due(step, tc.eval_every) or step == tc.steps:
+                grad = torch.cat([p.grad.flatten() for p in trained])
+                metrics = {
+                    "train_loss": loss_value,
+                    "rel_loss": loss_value / y_power,
+                    "attn_entropy": attention_entropy(model.last_weights),
+                    "grad_norm": float(grad.norm()),
+                }
+                curve.append(step, metrics)
+                ctx.report(step, metrics)
+            if step < tc.steps:
+                optimizer.step()
+        return TrainResult(curve, "completed", tc.steps)
+
+
+TRAINER = KernelRegressionTrainer()
