@@ -9,7 +9,11 @@ STAMP  := $(VENV)/.installed
 DEMO_RUN := runs/robustness-demo
 DEMO_SET := --set 'sweep.seed={range: [0, 8]}' --set 'sweep.train.lr=[1.0e-3]'
 
-.PHONY: setup demo test lint clean
+# Debian packages of the real services the tests start and stop themselves (a one-node SLURM cluster with munge,
+# a PostgreSQL server for Optuna); installing them needs root, as CI has.
+DEB_PACKAGES := slurm-wlm munge postgresql
+
+.PHONY: setup services demo test lint clean
 
 setup: $(STAMP)
 
@@ -27,7 +31,14 @@ demo: setup
 	$(BIN)/python -m orchestrator analyze $(DEMO_RUN)
 	@echo "results: $(DEMO_RUN)/trials.parquet, $(DEMO_RUN)/curves.parquet; report: $(DEMO_RUN)/report/index.html"
 
-test: setup
+services:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: setup services
 	$(BIN)/python -m pytest
 
 lint: setup
