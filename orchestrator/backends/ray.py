@@ -36,6 +36,7 @@ from orchestrator.store import RunStore, now_iso
 
 TABLE_REFRESH_S = 60.0  # how often the driver rebuilds the parquet tables while a sweep runs
 REPORT_EVERY_S = 0.5  # how often a worker tells the driver (progress bar) which trials it finished
+BATCH_DIVISOR = 8  # a worker takes at most 1/8 of its share of the remaining queue at a time
 LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
 
 
@@ -51,31 +52,38 @@ def _prepare_environment(address: str | None) -> None:
 
 
 class TrialQueue:
-    """The pending packs of one launch (a pack: trials differing only in seed, usually one), handed out one at a
-    time; runs as a Ray actor on the driver's node."""
+    """The pending packs of one launch (a pack: trials differing only in seed, usually one), handed out in
+    batches; runs as a Ray actor on the driver's node.
 
-    def __init__(self, packs: list[list[dict[str, Any]]]) -> None:
+    A batch is 1/BATCH_DIVISOR of a worker's fair share of what is left, so a long queue costs few round trips
+    (they dominate trials of a few milliseconds) while the last trials still go out one at a time and no slot
+    idles behind another's backlog.
+    """
+
+    def __init__(self, packs: list[list[dict[str, Any]]], workers: int) -> None:
         self.pending = collections.deque(packs)
-        self.leases: dict[int, list[dict[str, Any]]] = {}  # worker index -> the pack it is running
+        self.workers = workers
+        self.leases: dict[int, list[list[dict[str, Any]]]] = {}  # worker index -> the batch it is running
 
-    def next(self, worker: int, finished: str | None = None) -> list[dict[str, Any]] | None:
-        """The worker's next pack; `finished` (the first trial id of the pack it just recorded) ends its lease."""
+    def next(self, worker: int, finished: str | None = None) -> list[list[dict[str, Any]]] | None:
+        """The worker's next batch; `finished` (the first trial id of the batch it just ran) ends its lease."""
         lease = self.leases.get(worker)
-        if lease is not None and lease[0]["trial_id"] != finished:  # died mid-pack, restarted by Tune: same pack
+        if lease is not None and lease[0][0]["trial_id"] != finished:  # died mid-batch, restarted by Tune
             return lease
         if not self.pending:
             self.leases.pop(worker, None)
             return None
-        self.leases[worker] = self.pending.popleft()
+        size = max(1, len(self.pending) // (self.workers * BATCH_DIVISOR))
+        self.leases[worker] = [self.pending.popleft() for _ in range(min(size, len(self.pending)))]
         return self.leases[worker]
 
-    def release(self, worker: int) -> list[dict[str, Any]] | None:
+    def release(self, worker: int) -> list[list[dict[str, Any]]] | None:
         return self.leases.pop(worker, None)
 
 
 def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str, max_retries: int,
             num_threads: int) -> None:
-    """The Tune trainable: run trials from the queue until it is empty."""
+    """The Tune trainable: run batches of packs from the queue until it is empty."""
     import ray
     from ray import tune
 
@@ -84,18 +92,19 @@ def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str,
     finished: str | None = None
     statuses: list[str] = []  # reported in batches: one tune.report per trial would dominate a short trial
     last_report = time.monotonic()
-    while (data := ray.get(queue.next.remote(worker, finished))) is not None:
-        pack = [TrialSpec.from_dict(d) for d in data]
-        done = {t.trial_id: _recorded_by(store, t.trial_id, launch_id) for t in pack}  # before a worker restart
-        todo = [t for t in pack if done[t.trial_id] is None]
-        if todo:
-            done.update((r.trial_id, r) for r in execute_pack(store, todo, launch_id, max_retries=max_retries,
-                                                             num_threads=num_threads))
-        finished = pack[0].trial_id
-        statuses.extend(r.status for r in done.values() if r is not None)
-        if time.monotonic() - last_report > REPORT_EVERY_S:
-            tune.report({"trial_statuses": statuses})
-            statuses, last_report = [], time.monotonic()
+    while (batch := ray.get(queue.next.remote(worker, finished))) is not None:
+        for data in batch:
+            pack = [TrialSpec.from_dict(d) for d in data]
+            done = {t.trial_id: _recorded_by(store, t.trial_id, launch_id) for t in pack}  # before a restart
+            todo = [t for t in pack if done[t.trial_id] is None]
+            if todo:
+                done.update((r.trial_id, r) for r in execute_pack(store, todo, launch_id, max_retries=max_retries,
+                                                                 num_threads=num_threads))
+            statuses.extend(r.status for r in done.values() if r is not None)
+            if time.monotonic() - last_report > REPORT_EVERY_S:
+                tune.report({"trial_statuses": statuses})
+                statuses, last_report = [], time.monotonic()
+        finished = batch[0][0]["trial_id"]
     if statuses:
         tune.report({"trial_statuses": statuses})
 
@@ -125,8 +134,9 @@ class RayBackend(Backend):
                      logging_level=logging.ERROR, configure_logging=True)
         try:
             packs = seed_packs(trials, self.config.seeds_per_trial)
-            queue = ray.remote(num_cpus=0)(TrialQueue).remote([[t.to_dict() for t in pack] for pack in packs])
             workers = self._worker_count(len(packs), ray.cluster_resources())
+            queue = ray.remote(num_cpus=0)(TrialQueue).remote([[t.to_dict() for t in pack] for pack in packs],
+                                                              workers)
             trainable = tune.with_resources(
                 tune.with_parameters(_worker, queue=queue, run_dir=str(store.root.resolve()), launch_id=launch_id,
                                      max_retries=self.config.max_retries, num_threads=self.threads_per_trial),
@@ -177,7 +187,7 @@ def _progress_callback(store: RunStore, launch_id: str, progress: Progress, queu
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             held = ray.get(queue.release.remote(int(trial.config["worker"]))) or []
-            for spec in map(TrialSpec.from_dict, held):
+            for spec in (TrialSpec.from_dict(d) for pack in held for d in pack):
                 record = store.read_record(spec.trial_id)
                 if record is None:
                     error = _error_text(trial) or "the Ray worker running this trial died"
