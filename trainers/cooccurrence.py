@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
-from trainers.checkpoint import due
+from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 
 MU1, MU2, MU3 = 0, 1, 2  # the special tokens; tokens 3..d-1 are fillers
 TYPES = ("both", "mu1", "mu2", "neither")
@@ -54,6 +54,9 @@ class CooccurrenceTrain:
     lr: float = param(0.01, gt=0, doc="gradient-descent step size")
     eval_every: int = param(100, ge=1, doc="steps between logged evaluations (step 0 and the last are logged)")
     divergence_loss: float = param(1e3, gt=0, doc="a loss above this (or NaN/inf) ends the trial as diverged")
+    checkpoint_every: int = param(
+        0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
+    )
 
 
 @dataclass
@@ -139,7 +142,15 @@ class CooccurrenceTrainer:
         optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr)  # plain full-batch gradient descent
         tokens, labels, kinds = sample(task, task.n, torch.Generator().manual_seed(seed))
         val_tokens, val_labels, _ = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
-        curve, t1 = Curve(), None
+        curve, t1, start = Curve(), None, 0
+        trial = fingerprint(config, seed)
+        state = resume_state(ctx.workdir, tc.checkpoint_every, trial)
+        if state is not None:  # the training and val sets are redrawn from their seeds above, identically
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            curve = Curve.from_dict(state["curve"])
+            t1, start = state["t1"], state["step"]
 
         def evaluate(step: int, margins: torch.Tensor, losses: torch.Tensor) -> None:
             with torch.inference_mode():
@@ -157,7 +168,7 @@ class CooccurrenceTrainer:
             curve.append(step, metrics)
             ctx.report(step, metrics)
 
-        for step in range(tc.steps + 1):  # the forward at iteration `step` sees the parameters after `step` updates
+        for step in range(start, tc.steps + 1):  # the forward at `step` sees the parameters after `step` updates
             margins = labels * model(tokens)  # (n,)
             losses = F.softplus(-margins)  # logistic loss log(1 + exp(-y F))
             loss = losses.mean()
@@ -173,6 +184,12 @@ class CooccurrenceTrainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if due(step + 1, tc.checkpoint_every) and step + 1 < tc.steps:  # after step + 1 updates, before its forward
+                save_checkpoint(ctx.workdir, {
+                    "fingerprint": trial, "step": step + 1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "curve": curve.to_dict(), "t1": t1,
+                })  # fmt: skip
         return TrainResult(curve, "completed", tc.steps, extra={"t1": t1})
 
 

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
-from trainers.checkpoint import due
+from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 from trainers.model import attention_entropy, gaussian_kernel, softmax_kernel
 
 TEACHER_SEED = 2**31 - 2  # the teacher (and so the targets' rule) is the same for every seed
@@ -59,6 +59,9 @@ class RegressionTrain:
     )
     eval_every: int = param(100, ge=1, doc="steps between logged evaluations (step 0 and the last are logged)")
     divergence_loss: float = param(1e6, gt=0, doc="a loss above this (or NaN/inf) ends the trial as diverged")
+    checkpoint_every: int = param(
+        0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
+    )
 
 
 @dataclass
@@ -125,9 +128,16 @@ class KernelRegressionTrainer:
             p.requires_grad_(any(p is t for t in trained))
         optimizer = torch.optim.SGD(trained, lr=tc.lr)
         y_power = float(y.pow(2).mean())
-        curve = Curve()
+        curve, start = Curve(), 0
+        trial = fingerprint(config, seed)
+        state = resume_state(ctx.workdir, tc.checkpoint_every, trial)
+        if state is not None:  # x, y and the frozen weights' init are rebuilt from the seeds above, identically
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            curve, start = Curve.from_dict(state["curve"]), state["step"]
 
-        for step in range(tc.steps + 1):  # the forward at iteration `step` sees the parameters after `step` updates
+        for step in range(start, tc.steps + 1):  # the forward at `step` sees the parameters after `step` updates
             loss = (model(x) - y).pow(2).mean()
             loss_value = loss.item()
             if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
@@ -146,6 +156,11 @@ class KernelRegressionTrainer:
                 ctx.report(step, metrics)
             if step < tc.steps:
                 optimizer.step()
+            if due(step + 1, tc.checkpoint_every) and step + 1 < tc.steps:  # after step + 1 updates, before its forward
+                save_checkpoint(ctx.workdir, {
+                    "fingerprint": trial, "step": step + 1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "curve": curve.to_dict(),
+                })  # fmt: skip
         return TrainResult(curve, "completed", tc.steps)
 
 

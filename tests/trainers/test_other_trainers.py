@@ -12,7 +12,8 @@ import torch
 
 from orchestrator.schema import build
 from trainers import REGISTRY, get_trainer
-from trainers.base import TrialContext
+from trainers.base import TrainResult, TrialContext
+from trainers.checkpoint import load_checkpoint
 from trainers.cooccurrence import MU1, MU2, MU3, CooccurrenceTask
 from trainers.cooccurrence import sample as cooccurrence_sample
 from trainers.depth import SequenceTask
@@ -23,6 +24,33 @@ from trainers.kernel_regression import RegressionTask, make_data
 def run(name: str, overrides: dict[str, Any], tmp_path: Path, seed: int = 0) -> Any:
     trainer = get_trainer(name)
     return trainer.run(build(trainer.config_class, overrides), seed, TrialContext(workdir=tmp_path))
+
+
+class Interrupted(Exception):
+    """Raised from ctx.report to stop a trial mid-run, as a kill would (after its last checkpoint was written)."""
+
+
+def interrupt_and_resume(
+    name: str, overrides: dict[str, Any], stop_at: int, tmp_path: Path, seed: int = 0
+) -> tuple[int, list[int], TrainResult, TrainResult]:
+    """Run with checkpoints until the trial reports `stop_at`, then again in the same workdir (a resume), and once
+    uninterrupted with checkpoints off: (the resumed-from step, steps the resume reported, resumed, uninterrupted)."""
+    trainer = get_trainer(name)
+    config = build(trainer.config_class, overrides)
+    workdir = tmp_path / "interrupted"
+
+    def stop(step: int, metrics: dict[str, float]) -> None:
+        if step == stop_at:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        trainer.run(config, seed, TrialContext(workdir=workdir, report=stop))
+    checkpoint_step = load_checkpoint(workdir)["step"]
+    reported: list[int] = []
+    resumed = trainer.run(config, seed, TrialContext(workdir=workdir, report=lambda step, m: reported.append(step)))
+    no_checkpoints = {**overrides, "train": {**overrides["train"], "checkpoint_every": 0}}
+    reference = run(name, no_checkpoints, tmp_path / "uninterrupted", seed)
+    return checkpoint_step, reported, resumed, reference
 
 
 def leaves(cls: type) -> list[tuple[str, dataclasses.Field]]:
@@ -43,6 +71,8 @@ def test_every_trainer_is_registered_with_documented_defaults_and_the_shared_key
     for key, f in keys.items():
         assert f.metadata.get("doc"), f"{name}: {key} has no doc"
     assert {"train.steps", "train.lr", "train.eval_every", "success.metric", "success.threshold"} <= set(keys)
+    assert keys["train.checkpoint_every"].default == 0  # off unless asked for
+    assert keys["train.checkpoint_every"].metadata["identity"] is False  # never changes a trial's id
     defaults = build(trainer.config_class, {})  # a config of {} is the study's default
     assert defaults.success.metric in trainer.metric_directions
 
@@ -74,6 +104,18 @@ def test_cooccurrence_gradient_descent_separates_the_training_set(tmp_path: Path
     assert {"score_mu1_mu2", "score_mu2_mu1", "score_mu3_mu3"} <= set(m)
 
 
+def test_cooccurrence_resumes_from_its_last_checkpoint_to_the_uninterrupted_curve(tmp_path: Path) -> None:
+    """Parameters, the curve so far and T1 (reached at step 55, before the checkpoint) all continue exactly."""
+    cfg = {"train": {"steps": 120, "eval_every": 20, "checkpoint_every": 35}}  # checkpoints fall between evals
+    checkpoint_step, reported, resumed, reference = interrupt_and_resume("cooccurrence", cfg, 100, tmp_path, seed=0)
+    assert checkpoint_step == 70
+    assert reported == [80, 100, 120]  # it went on from the checkpoint, not from step 0
+    assert resumed.status == reference.status == "completed"
+    assert repr(resumed.curve.to_dict()) == repr(reference.curve.to_dict())
+    assert resumed.extra == reference.extra
+    assert reference.extra["t1"] is not None and reference.extra["t1"] < checkpoint_step  # T1 came from the checkpoint
+
+
 def test_kernel_regression_teacher_targets_are_deterministic() -> None:
     x1, y1 = make_data(RegressionTask(), seed=0)
     x2, y2 = make_data(RegressionTask(), seed=0)
@@ -94,6 +136,19 @@ def test_kernel_regression_fits_with_all_weights_but_not_with_only_w_q(tmp_path:
     assert q_only.curve.metrics["rel_loss"][-1] > 0.5  # W_V frozen at random: the teacher is out of reach
     gaussian = run("kernel_regression", {**base, "model": {"kernel": "gaussian"}}, tmp_path)
     assert gaussian.curve.metrics["rel_loss"][-1] < gaussian.curve.metrics["rel_loss"][0] - 0.3
+
+
+@pytest.mark.parametrize("trainable", ["all", "q_only"])
+def test_kernel_regression_resumes_from_its_last_checkpoint_to_the_uninterrupted_curve(
+    trainable: str, tmp_path: Path
+) -> None:
+    cfg = {"train": {"steps": 200, "eval_every": 20, "checkpoint_every": 35, "trainable": trainable}}
+    checkpoint_step, reported, resumed, reference = interrupt_and_resume("kernel_regression", cfg, 120, tmp_path, 3)
+    assert checkpoint_step == 105  # between evals: the resume redoes no logged step
+    assert reported == [120, 140, 160, 180, 200]
+    assert resumed.status == reference.status == "completed"
+    assert repr(resumed.curve.to_dict()) == repr(reference.curve.to_dict())
+    assert reference.curve.metrics["rel_loss"][-1] < reference.curve.metrics["rel_loss"][0]  # it did train
 
 
 @pytest.mark.parametrize("kind", ["copy", "reverse"])
