@@ -1,0 +1,98 @@
+"""Seed packs vs one seed at a time: member-steps per second of the Eureka trainer, K seeds of the default config.
+
+    .venv/bin/python benchmarks/bench_vectorize.py                      # K = 1, 8, 32; 300 steps; ~5 min
+    .venv/bin/python benchmarks/bench_vectorize.py --steps 4 --ks 1 2 --rounds 1 --tiny   # smoke test
+
+Sequential: `EurekaTrainer.run` for `--seq-seeds` seeds per round (a trial's cost does not depend on K, so the
+per-member-step rate of a few seeds is that of K seeds run one after another). Vectorized: `run_seeds` on K seeds.
+Both are whole trials (setup, evals every 100 steps and the last step), with the trial's 1 torch thread. The
+machine is shared, so sequential and vectorized runs alternate within each round (order flipped every round) and
+the reported figure is the ratio of their summed times. Rates are given on wall time and on this process's CPU
+time (less sensitive to other jobs taking the cores). The last line is the ratio at the largest K.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from orchestrator.schema import build
+from trainers.base import TrialContext
+from trainers.ensemble import run_seeds
+from trainers.eureka import TRAINER
+
+TINY = {"task": {"val_size": 64}, "model": {"depth": 1, "width": 16, "heads": 2}, "train": {"batch_size": 16}}
+
+
+def timed(fn: Any) -> tuple[float, float]:
+    """(wall s, process CPU s) of fn()."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def bench_k(config: Any, k: int, seq_seeds: int, rounds: int, work: Path) -> dict[str, float]:
+    """Summed wall and CPU seconds and member-steps of each path over `rounds` interleaved rounds."""
+    steps = config.train.steps
+    totals = {"seq_wall": 0.0, "seq_cpu": 0.0, "seq_n": 0, "vec_wall": 0.0, "vec_cpu": 0.0, "vec_n": 0}
+
+    def sequential(r: int) -> None:
+        for i in range(seq_seeds):
+            TRAINER.run(config, r * seq_seeds + i, TrialContext(workdir=work / "seq"))
+
+    def vectorized(r: int) -> None:
+        seeds = list(range(r * k, (r + 1) * k))
+        run_seeds(config, seeds, [TrialContext(workdir=work / f"m{s}") for s in seeds])
+
+    for r in range(rounds):
+        order = [("seq", sequential, seq_seeds), ("vec", vectorized, k)]
+        for name, fn, members in order if r % 2 == 0 else order[::-1]:
+            wall, cpu = timed(lambda fn=fn, r=r: fn(r))
+            totals[f"{name}_wall"] += wall
+            totals[f"{name}_cpu"] += cpu
+            totals[f"{name}_n"] += members * steps
+    return totals
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300, help="optimiser steps per trial (default 300)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 8, 32], help="pack sizes (default 1 8 32)")
+    parser.add_argument("--seq-seeds", type=int, default=2, help="sequential seeds per round (default 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per K (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as a trial gets)")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model (smoke test of the script)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    overrides: dict[str, Any] = {s: dict(v) for s, v in TINY.items()} if args.tiny else {"train": {}}
+    overrides["train"]["steps"] = args.steps
+    config = build(TRAINER.config_class, overrides)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_vectorize_"))
+    print(f"config: {'tiny' if args.tiny else 'default Eureka trial'}, {args.steps} steps, "
+          f"{args.threads} thread(s), {args.rounds} interleaved rounds per K, {args.seq_seeds} sequential seeds/round")
+    warm = build(TRAINER.config_class, {**overrides, "train": {**overrides["train"], "steps": 2}})
+    bench_k(warm, 2, 1, 1, work)  # first-call costs (imports, allocator, kernels) out of the first K's figures
+    print(f"{'K':>3}  {'seq member-steps/s':>18}  {'vec member-steps/s':>18}  {'ratio (wall)':>12}  "
+          f"{'ratio (cpu)':>11}")
+    ratio = 0.0
+    for k in args.ks:
+        t = bench_k(config, k, args.seq_seeds, args.rounds, work)
+        seq_rate, vec_rate = t["seq_n"] / t["seq_wall"], t["vec_n"] / t["vec_wall"]
+        ratio = vec_rate / seq_rate
+        cpu_ratio = (t["vec_n"] / t["vec_cpu"]) / (t["seq_n"] / t["seq_cpu"])
+        print(f"{k:>3}  {seq_rate:>18.1f}  {vec_rate:>18.1f}  {ratio:>11.2f}x  {cpu_ratio:>10.2f}x", flush=True)
+    print(f"ratio at K={args.ks[-1]} (vectorized / sequential member-steps per second, wall): {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""Seed packs for the Eureka trainer: the K seeds of one config trained in one process as a stacked ensemble.
+
+Every member is the sequential trainer's trial for its seed: the same `Encoder` built after `torch.manual_seed(seed)`
+(so the same init), the same private data generator seeded with `seed`, the same fixed validation set, the same
+AdamW hyperparameters, evaluation cadence and divergence rule. The members' weights are stacked with a leading
+member dimension (`torch.func.stack_module_state`) and the unchanged `Encoder` runs once per step for all of them
+through `torch.vmap(functional_call)`: every kernel and norm the model has, or gains, works here without a second
+model implementation.
+
+Equal to the sequential trainer up to floating-point summation order: batched matmuls and reductions add in another
+order than the per-trial ones, so results are not bitwise equal. With softmax attention a member's curve matches
+`EurekaTrainer.run` for its seed to ~1e-6 (val_loss, entropies) after hundreds of steps, val_acc identical. With
+NormSoftmax (logits divided by their variance, tiny at init) the early dynamics amplify any rounding difference
+~10x per step, in the sequential trainer itself too (1 vs 2 torch threads give curves as far apart as ensemble vs
+sequential): members match step by step over the first steps only, and the comparable quantities are the outcomes
+(success, eureka_step) and their statistics over seeds. tests/trainers/test_ensemble.py measures both.
+
+What differs from the sequential trainer on purpose:
+- The optimiser is one `torch.optim.AdamW` over the stacked tensors. AdamW's update is elementwise (moments, bias
+  correction, decoupled decay), so members stay independent; all members share lr and step count, which a pack
+  guarantees (same config, same steps). Per-member learning rates are not supported.
+- A member that diverges (loss NaN/inf or above `train.divergence_loss`) ends its curve at that step with status
+  "diverged", exactly as in the sequential trainer; from then on its gradients are zeroed and its weights restored
+  after every optimiser step, so it stays frozen and cannot disturb the others (their computations never mix
+  members anyway).
+- No checkpoints: `train.checkpoint_every` is ignored (identity=False, it never changes results). A pack killed
+  mid-run simply reruns from the start.
+- Forward side effects (tensors a module stores on itself during forward, like the attention weights kept for the
+  entropy diagnostic) are read back out of the vmapped call and handed to the model's own diagnostic functions one
+  member at a time, through a per-member view of the weights and gradients.
+
+Not vectorized (raises NotImplementedError before any work, so the orchestrator runs the pack seed by seed):
+the image task.
+
+Speed (benchmarks/bench_vectorize.py, 1 torch thread, shared 2-core AMD EPYC): ~1.15-1.35x the sequential
+member-steps per second at K = 8-32, not more. A default trial is compute-bound on CPU: its ~250 MFLOP of matmuls
+per step take ~3.8 ms at the ~66 GFLOP/s MKL reaches on these shapes (batched or not), out of a ~9-11 ms step, and
+the elementwise work (GELU, LayerNorm, bias adds, head transposes) scales with K and leaves the caches at large K.
+Vectorizing removes only the per-op dispatch and autograd overhead. At K = 1 the pack is slower than `run`
+(vmap overhead); the orchestrator runs single-seed packs with `run`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state
+from torch.overrides import TorchFunctionMode
+
+from trainers.base import Curve, TrainResult, TrialContext
+from trainers.checkpoint import due
+from trainers.eureka import N_CLASSES, VAL_SEED, Batch, EurekaConfig, TokenTask, build_task
+from trainers.model import Encoder, layer_entropies, qkv_grad_norms
+
+EVAL_CHUNK = 8  # members per vmapped chunk when evaluating: bounds memory (K x val_size activations)
+# Members per vmapped chunk in a training step; None: all at once (chunks of 8 measured no faster at K = 32).
+TRAIN_CHUNK: int | None = None
+Slot = tuple[nn.Module, str]  # a module attribute that forward writes (e.g. Attention.last_weights)
+StepHook = Callable[[int, dict[str, torch.Tensor]], None]  # (step, stacked params) after each optimiser step
+
+
+class _ContiguousLinearInputs(TorchFunctionMode):
+    """Make F.linear's input contiguous before it reaches vmap's batching rule.
+
+    Why: under vmap, a linear on a strided slice (the encoder's last block computes only the CLS row, `x[:, :1]`)
+    falls back to a per-example matmul with the weight expanded to (K*B, C, C): >10x slower than the bmm it
+    takes on a contiguous input. The copy changes no value.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func is F.linear and isinstance(args[0], torch.Tensor) and not args[0].is_contiguous():
+            args = (args[0].contiguous(), *args[1:])
+        return func(*args, **(kwargs or {}))
+
+
+def check_vectorizable(config: EurekaConfig) -> None:
+    """Raise NotImplementedError for what the ensemble does not cover (the orchestrator then runs seed by seed)."""
+    if config.task.kind != "tokens":
+        raise NotImplementedError(f"seed packs cover the token task only, not task.kind={config.task.kind!r}")
+
+
+def forward_slots(model: nn.Module, probe: Callable[[], Any]) -> list[Slot]:
+    """Module attributes that a forward pass (`probe`) sets to a new tensor: the model's side effects."""
+    before = {(id(m), name): id(value) for m in model.modules() for name, value in vars(m).items()}
+    with torch.no_grad():
+        probe()
+    return [
+        (m, name)
+        for m in model.modules()
+        for name, value in vars(m).items()
+        if isinstance(value, torch.Tensor) and before.get((id(m), name)) != id(value)
+    ]
+
+
+class SeedEnsemble:
+    """K members of one Eureka config (one per seed), trained together; `train()` returns one result per seed."""
+
+    def __init__(self, config: EurekaConfig, seeds: list[int], contexts: list[TrialContext]) -> None:
+        check_vectorizable(config)
+        torch.set_num_threads(contexts[0].num_threads if contexts else 1)
+        if len(seeds) != len(contexts) or not seeds:
+            raise ValueError(f"{len(seeds)} seeds and {len(contexts)} contexts: need one context per seed")
+        self.config, self.seeds, self.contexts = config, seeds, contexts
+        self.K = len(seeds)
+        self.task: TokenTask = build_task(config.task, config.model.width)  # type: ignore[assignment]
+        self.val: Batch = self.task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED), "val")
+        members = [self._member(seed) for seed in seeds]
+        params, buffers = stack_module_state(members)  # name -> (K, ...), leaves with requires_grad
+        if buffers:  # none today; stacked buffers would need their own in_dims and update rules
+            raise NotImplementedError(f"the model has buffers {sorted(buffers)}: not vectorized")
+        self.params: dict[str, torch.Tensor] = params
+        # The first member's module is the template the stacked weights are swapped into; its own weights are
+        # only used as a per-member view for diagnostics (see _load_member).
+        self.base = members[0]
+        self.slots = forward_slots(self.base, lambda: self.base(self.val.inputs[:2]))
+        tc = config.train
+        self.optimizer = torch.optim.AdamW(
+            list(self.params.values()), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
+        )
+        self.data = [torch.Generator().manual_seed(seed) for seed in seeds]  # each member's own training stream
+        self.curves = [Curve() for _ in seeds]
+        self.results: list[TrainResult | None] = [None] * self.K  # set when a member ends (diverged or done)
+        self.frozen: dict[int, dict[str, torch.Tensor]] = {}  # weights of diverged members, restored every step
+        self.loss_sum = [0.0] * self.K
+        self.n_losses = [0] * self.K
+        self._train_call = torch.vmap(self._member_loss, in_dims=(0, 0, 0, 0), chunk_size=TRAIN_CHUNK)
+        self._train_call_no_noise = torch.vmap(self._member_loss, in_dims=(0, 0, 0, None), chunk_size=TRAIN_CHUNK)
+        self._eval_call = torch.vmap(self._forward, in_dims=(0, None, None), chunk_size=EVAL_CHUNK)
+
+    # ---- members -----------------------------------------------------------------------------------------------
+
+    def _member(self, seed: int) -> Encoder:
+        """The sequential trainer's model for `seed`: same global-RNG seeding and construction order."""
+        c = self.config
+        torch.manual_seed(seed)  # model init: the only use of the global RNG
+        model = Encoder(c.model, self.task.vocab_size, self.task.seq_len, N_CLASSES, embed=self.task.embedding())
+        if c.model.norm == "admin" and c.model.admin_init == "profile":
+            model.admin_profile(self.val.inputs[:256])
+        return model
+
+    def alive(self) -> list[int]:
+        return [k for k in range(self.K) if self.results[k] is None]
+
+    # ---- vmapped calls (one member's view; vmap adds the leading K) ------------------------------------------
+
+    def _forward(self, params: dict[str, torch.Tensor], inputs: torch.Tensor,
+                 noise: torch.Tensor | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """One member's logits (B, 10) and the tensors its forward stored on modules (read back, then reset, so no
+        batched tensor outlives the vmap)."""
+        saved = [getattr(m, name) for m, name in self.slots]
+        with _ContiguousLinearInputs():
+            logits = functional_call(self.base, params, (inputs, noise))  # inputs (B, T) -> (B, 10), per member
+        stored = {i: getattr(m, name) for i, (m, name) in enumerate(self.slots)}
+        for (m, name), value in zip(self.slots, saved, strict=True):
+            setattr(m, name, value)
+        return logits, {i: v for i, v in stored.items() if isinstance(v, torch.Tensor)}
+
+    def _member_loss(self, params: dict[str, torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor,
+                     noise: torch.Tensor | None) -> torch.Tensor:
+        logits, _ = self._forward(params, inputs, noise)  # (B, 10)
+        return F.cross_entropy(logits, labels)  # the sequential trainer's loss, per member
+
+    # ---- training ----------------------------------------------------------------------------------------------
+
+    def train(self, after_step: StepHook | None = None) -> list[TrainResult]:
+        tc = self.config.train
+        self.evaluate(0, self.alive())
+        batches: list[Batch | None] = [None] * self.K
+        for step in range(1, tc.steps + 1):
+            self.base.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule (a plain attribute)
+            for k in self.alive():  # a diverged member keeps its last batch: its loss is masked out
+                batches[k] = self.task.sample(tc.batch_size, self.data[k])
+            losses = self._losses(batches)  # (K,)
+            values = losses.tolist()  # the one host read per step: divergence must stop at the step it happens
+            for k in self.alive():
+                if not math.isfinite(values[k]) or values[k] > tc.divergence_loss:
+                    self._diverge(k, step, values[k])
+            alive = self.alive()
+            if not alive:
+                break
+            self.optimizer.zero_grad(set_to_none=True)
+            self._masked_total(losses, alive).backward()
+            self._freeze_diverged(grads=True)
+            self.optimizer.step()
+            self._freeze_diverged(grads=False)
+            for k in alive:
+                self.loss_sum[k] += values[k]
+                self.n_losses[k] += 1
+            if due(step, tc.eval_every) or step == tc.steps:
+                self.evaluate(step, alive)
+            if after_step is not None:
+                after_step(step, self.params)
+        for k in self.alive():
+            self.results[k] = TrainResult(self.curves[k], "completed", tc.steps)
+        return [r for r in self.results if r is not None]
+
+    def _losses(self, batches: list[Batch | None]) -> torch.Tensor:
+        """Each member's mean cross-entropy on its own batch, (K,)."""
+        full = [b for b in batches if b is not None]  # every member has sampled at step 1
+        inputs = torch.stack([b.inputs for b in full])  # (K, B, T)
+        labels = torch.stack([b.labels for b in full])  # (K, B)
+        if self.config.task.embed_noise > 0:
+            noise = torch.stack([b.noise for b in full if b.noise is not None])  # (K, B, T, C)
+            return self._train_call(self.params, inputs, labels, noise)  # (K,)
+        return self._train_call_no_noise(self.params, inputs, labels, None)  # (K,)
+
+    def _masked_total(self, losses: torch.Tensor, alive: list[int]) -> torch.Tensor:
+        """Sum of the live members' losses: each member's gradient is its own loss's gradient (members share no
+        weight), and a diverged member's NaN never enters the sum."""
+        if len(alive) == self.K:
+            return losses.sum()
+        mask = torch.zeros(self.K, dtype=torch.bool)
+        mask[alive] = True
+        return torch.where(mask, losses, torch.zeros_like(losses)).sum()
+
+    def _diverge(self, k: int, step: int, loss_value: float) -> None:
+        """End member k's trial as the sequential trainer does (curve so far, steps_run = this step), and keep its
+        current weights to restore after every later optimiser step."""
+        self.results[k] = TrainResult(self.curves[k], "diverged", step, extra={"diverged_loss": loss_value})
+        self.frozen[k] = {name: p.detach()[k].clone() for name, p in self.params.items()}
+
+    @torch.no_grad()
+    def _freeze_diverged(self, grads: bool) -> None:
+        """Zero the diverged members' gradients (before the step) or restore their weights (after it)."""
+        if not self.frozen:
+            return
+        dead = torch.tensor(sorted(self.frozen))
+        for name, p in self.params.items():
+            if grads:
+                if p.grad is not None:
+                    p.grad.index_fill_(0, dead, 0.0)
+            else:
+                p.index_copy_(0, dead, torch.stack([self.frozen[k][name] for k in sorted(self.frozen)]))
+
+    # ---- evaluation --------------------------------------------------------------------------------------------
+
+    def evaluate(self, step: int, members: list[int]) -> None:
+        """The sequential trainer's evaluation for each member: one vmapped pass over the fixed val set, then the
+        model's own diagnostics on a per-member view."""
+        self.base.eval()
+        with torch.no_grad():
+            logits, stored = self._eval_call(self.params, self.val.inputs, self.val.noise)  # (K, N, 10)
+        self.base.train()
+        labels = self.val.labels  # (N,)
+        for k in members:
+            self._load_member(k, stored)
+            entropies = layer_entropies(self.base)
+            metrics = {
+                "val_acc": float((logits[k].argmax(-1) == labels).float().mean()),
+                "val_loss": float(F.cross_entropy(logits[k], labels)),
+                "train_loss": self.loss_sum[k] / self.n_losses[k] if self.n_losses[k] else math.nan,
+                "attn_entropy": sum(entropies.values()) / len(entropies),
+                **entropies,
+                **qkv_grad_norms(self.base),  # gradients of the step just taken (0 at step 0)
+            }
+            self.loss_sum[k], self.n_losses[k] = 0.0, 0
+            self.curves[k].append(step, metrics)
+            self.contexts[k].report(step, metrics)
+
+    @torch.no_grad()
+    def _load_member(self, k: int, stored: dict[int, torch.Tensor]) -> None:
+        """Make the template module look like member k (weights, gradients, forward side effects): views, no copy."""
+        for name, p in self.base.named_parameters():
+            stacked = self.params[name]
+            p.data = stacked.detach()[k]
+            p.grad = None if stacked.grad is None else stacked.grad[k]
+        for i, (m, name) in enumerate(self.slots):
+            if i in stored:
+                setattr(m, name, stored[i][k])
+
+
+def run_seeds(config: EurekaConfig, seeds: list[int], contexts: list[TrialContext],
+              after_step: StepHook | None = None) -> list[TrainResult]:
+    """Train `seeds` of one config as a stacked ensemble; one TrainResult per seed, in order.
+
+    `after_step` (tests): called with the step and the stacked parameters after every optimiser step.
+    """
+    return SeedEnsemble(config, seeds, contexts).train(after_step)
