@@ -120,3 +120,15 @@ def test_pack_that_raises_falls_back_to_one_by_one(tmp_path: Path):
     assert [r.status for r in records] == ["completed", "completed"]
     assert all(r.extra == {} for r in records)  # the sequential path ran
     assert all(r.attempt == 2 for r in records)  # the pack's start counted as an attempt
+
+
+def test_a_torn_record_counts_as_unfinished_and_is_rewritten(tmp_path: Path):
+    # What an unsynced record can look like after a machine crash: empty or cut short. Never "finished".
+    store = RunStore(tmp_path)
+    execute_trial(store, spec("done"), "L1")
+    store.records_dir.joinpath("empty.json").write_text("")
+    store.records_dir.joinpath("cut.json").write_text(store.record_path("done").read_text()[:40])
+    assert store.finished_ids() == {"done"}
+    assert store.read_record("empty") is None and store.read_record("cut") is None
+    record = execute_trial(store, spec("cut", seed=1), "L2")
+    assert store.read_record("cut") == record and store.finished_ids() == {"done", "cut"}
