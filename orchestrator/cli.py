@@ -15,11 +15,13 @@ import time
 import typing
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
 from orchestrator.identity import TrialSpec
+from orchestrator.records import TrialRecord
 from orchestrator.spec import BackendConfig, SpecError, SweepSpec, load_spec
 from orchestrator.store import RunLockedError, RunStore, now_iso
 
@@ -204,8 +206,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _eta_line(records: object, launch: dict, remaining: int) -> str:
-    done_now = [r for r in records if r.launch_id == launch["launch_id"]]  # type: ignore[attr-defined]
+def _eta_line(records: Iterable[TrialRecord], launch: dict, remaining: int) -> str:
+    done_now = [r for r in records if r.launch_id == launch["launch_id"]]
     elapsed = time.time() - float(launch["started_unix"])
     if not done_now or elapsed <= 0:
         return f"ETA: unknown until the first trial of this launch finishes ({remaining} to go)"
