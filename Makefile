@@ -1,5 +1,6 @@
 # make demo : fresh machine -> .venv, install, run the default sweep (CPU-sized) on local Ray, print where results are
 # make test : install, run the whole test suite (the tests start the real services they need: Ray clusters)
+# make reproduce : every study's sweep at CPU size on local Ray, then REPRODUCTION.md (see REPRODUCTION.md for times)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,13 +8,16 @@ STAMP  := $(VENV)/.installed
 
 # The demo: sweeps/robustness.yaml with fewer seeds and one learning rate, so it finishes in minutes on 2 cores.
 DEMO_RUN := runs/robustness-demo
-DEMO_SET := --set 'sweep.seed={range: [0, 8]}' --set 'sweep.train.lr=[1.0e-3]'
+DEMO_SET := --set 'sweep.seed={range: [0, 8]}' --set 'sweep.train.lr=[1.0e-3]' --set 'sweep.model.kernel=[softmax, normsoftmax]'
 
 # Debian packages of the real services the tests start and stop themselves (a one-node SLURM cluster with munge,
 # a PostgreSQL server for Optuna); installing them needs root, as CI has.
 DEB_PACKAGES := slurm-wlm munge postgresql
 
-.PHONY: setup services demo test lint clean
+# The reproduction studies (analysis/reproduction/): launch sweeps, then the Optuna search, then the report.
+STUDIES := robustness eureka_images gaussian_vs_softmax admin_depth cooccurrence
+
+.PHONY: setup services demo test reproduce lint clean
 
 setup: $(STAMP)
 
@@ -40,6 +44,11 @@ services:
 
 test: setup services
 	$(BIN)/python -m pytest
+
+reproduce: setup
+	for study in $(STUDIES); do $(BIN)/python -m orchestrator launch sweeps/$$study.yaml --no-progress || exit $$?; done
+	$(BIN)/python -m orchestrator search sweeps/robust_region.yaml --no-progress
+	$(BIN)/python -m orchestrator reproduce-report
 
 lint: setup
 	$(BIN)/ruff check .

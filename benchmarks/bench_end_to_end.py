@@ -34,13 +34,14 @@ from analysis.summary import analyze_tables  # noqa: E402
 SWEEP = REPO / "sweeps" / "robustness.yaml"
 TINY = ["model.depth=1", "model.width=16", "model.heads=2", "train.batch_size=16", "task.val_size=64"]
 KEYS = ["seed", "train.lr", "model.kernel"]
+KERNELS = "sweep.model.kernel=[softmax, normsoftmax]"  # the benchmark's verdict: NormSoftmax vs softmax
 
 
 def launch(run_dir: Path, seeds: int, lrs: list[str], k: int, steps: int | None, backend: str | None,
            tiny: bool) -> float:
     """Run the sweep into a fresh run_dir; return the wall time of the launch command."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    sets = [f"sweep.seed={{range: [0, {seeds}]}}", f"sweep.train.lr=[{', '.join(lrs)}]",
+    sets = [f"sweep.seed={{range: [0, {seeds}]}}", f"sweep.train.lr=[{', '.join(lrs)}]", KERNELS,
             f"backend.seeds_per_trial={k}", *([f"train.steps={steps}"] if steps else []), *(TINY if tiny else [])]
     cmd = [sys.executable, "-m", "orchestrator", "launch", str(SWEEP), "--run-dir", str(run_dir), "--no-progress"]
     cmd += [arg for s in sets for arg in ("--set", s)] + (["--backend", backend] if backend else [])

@@ -29,7 +29,7 @@ EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
 DRY_RUN_EXAMPLES = 3
 BACKEND_KINDS = typing.get_args(typing.get_type_hints(BackendConfig)["kind"])
 # Packages that add subcommands: each module has `register(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = ("orchestrator.search.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("orchestrator.search.cli", "analysis.reproduction.cli")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,10 @@ loss, and from which parameterisation. Success = the relative loss (MSE / mean s
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -30,9 +32,11 @@ class RegressionTask:
     n_samples: int = param(32, ge=1, doc="N, training sequences (full batch)")
     seq_len: int = param(8, ge=2, doc="n, tokens per sequence")
     dim: int = param(16, ge=1, doc="d, token dimension (also the width of W_Q, W_K, W_V: d x d)")
-    target: Literal["teacher", "random"] = param(
+    target: Literal["teacher", "planted", "random"] = param(
         "teacher",
         doc="teacher: Y = a fixed random softmax-attention layer (weights std teacher_scale/sqrt(d)) applied to X; "
+        "planted: Y = the student's own layer with its trained matrices replaced by the teacher's and its frozen ones "
+        "left at their init, so zero loss is reachable and a failure is the optimiser's; "
         "random: Y ~ N(0, 1) independent of X (memorisation)",
     )
     teacher_scale: float = param(2.0, gt=0, doc="teacher weight scale; larger makes its attention less uniform")
@@ -46,6 +50,9 @@ class RegressionModel:
         "softmax", doc="softmax(QK^T/sqrt(d)) or row-normalised Gaussian exp(-||q-k||^2/(2 sqrt(d)))"
     )
     init_std: float = param(1.0, gt=0, doc="W_Q, W_K, W_V entries ~ N(0, (init_std/sqrt(d))^2)")
+    gaussian_normalize: bool = param(
+        True, doc="gaussian: divide each row by its sum (false: the raw kernel exp(-||q-k||^2/(2 sqrt(d))))"
+    )
 
 
 @dataclass
@@ -81,11 +88,11 @@ class KernelRegressionConfig:
 
 
 class AttentionLayer(torch.nn.Module):
-    def __init__(self, dim: int, kernel: str, std: float) -> None:
+    def __init__(self, dim: int, kernel: str, std: float, normalize: bool = True) -> None:
         super().__init__()
         if kernel not in ("softmax", "gaussian"):
             raise ValueError(f"model.kernel is {kernel!r}; allowed: softmax, gaussian")
-        self.kernel = kernel
+        self.kernel, self.normalize = kernel, normalize
         scale = std / math.sqrt(dim)
         self.w_q = torch.nn.Parameter(torch.randn(dim, dim) * scale)
         self.w_k = torch.nn.Parameter(torch.randn(dim, dim) * scale)
@@ -94,20 +101,40 @@ class AttentionLayer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k = (x @ self.w_q).unsqueeze(1), (x @ self.w_k).unsqueeze(1)  # (N, 1, n, d): one head
-        weights = softmax_kernel(q, k) if self.kernel == "softmax" else gaussian_kernel(q, k)  # (N, 1, n, n)
+        kernel = softmax_kernel if self.kernel == "softmax" else partial(gaussian_kernel, normalize=self.normalize)
+        weights = kernel(q, k)  # (N, 1, n, n)
         self.last_weights = weights.detach()
         return weights.squeeze(1) @ (x @ self.w_v)  # (N, n, d)
 
 
-def make_data(task: RegressionTask, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+TRAINED = {"all": ("w_q", "w_k", "w_v"), "q_only": ("w_q",), "v_only": ("w_v",)}  # train.trainable -> matrices
+
+
+def teacher_layer(dim: int, kernel: str, scale: float, normalize: bool = True) -> AttentionLayer:
+    """The fixed teacher, built from its own seed so that every trial (and the global RNG) sees the same one."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TEACHER_SEED)
+        return AttentionLayer(dim, kernel, scale, normalize)
+
+
+def make_data(
+    task: RegressionTask, seed: int, student: AttentionLayer | None = None, trained: tuple[str, ...] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs X (N, n, d) and targets Y (N, n, d); a planted target needs the student and its trained matrices."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(task.n_samples, task.seq_len, task.dim, generator=g)  # (N, n, d)
     if task.target == "random":
         return x, torch.randn(x.shape, generator=g)
-    fork = torch.random.fork_rng(devices=[])  # the teacher is built from its own seed, not the trial's
-    with fork:
-        torch.manual_seed(TEACHER_SEED)
-        teacher = AttentionLayer(task.dim, "softmax", task.teacher_scale)
+    if task.target == "teacher":
+        teacher = teacher_layer(task.dim, "softmax", task.teacher_scale)
+    else:  # planted: the student's frozen matrices at their init, the trained ones replaced by the teacher's
+        if student is None:
+            raise ValueError("task.target 'planted' needs the student layer to plant the teacher's matrices into")
+        donor = teacher_layer(task.dim, student.kernel, task.teacher_scale, student.normalize)
+        teacher = copy.deepcopy(student)
+        with torch.no_grad():
+            for name in trained:
+                getattr(teacher, name).copy_(getattr(donor, name))
     with torch.no_grad():
         return x, teacher(x)
 
@@ -119,11 +146,11 @@ class KernelRegressionTrainer:
 
     def run(self, config: KernelRegressionConfig, seed: int, ctx: TrialContext) -> TrainResult:
         torch.set_num_threads(ctx.num_threads)
-        tc = config.train
-        x, y = make_data(config.task, seed)
+        task, tc = config.task, config.train
         torch.manual_seed(seed)  # student init
-        model = AttentionLayer(config.task.dim, config.model.kernel, config.model.init_std)
-        trained = {"all": [model.w_q, model.w_k, model.w_v], "q_only": [model.w_q], "v_only": [model.w_v]}[tc.trainable]
+        model = AttentionLayer(task.dim, config.model.kernel, config.model.init_std, config.model.gaussian_normalize)
+        x, y = make_data(task, seed, student=model, trained=TRAINED[tc.trainable])
+        trained = [getattr(model, name) for name in TRAINED[tc.trainable]]
         for p in model.parameters():
             p.requires_grad_(any(p is t for t in trained))
         optimizer = torch.optim.SGD(trained, lr=tc.lr)

@@ -33,6 +33,7 @@ from orchestrator.backends.slurm.submissions import (
 )
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
+from orchestrator.runner import seed_packs
 from orchestrator.spec import BackendConfig, SpecError
 from orchestrator.store import RunStore, now_iso
 
@@ -103,14 +104,8 @@ class SlurmBackend(Backend):
     # ---- dry run ------------------------------------------------------------------------------------------------
 
     def dry_run_details(self, trials: list[TrialSpec]) -> str:
-        if cluster.missing_commands():
-            max_size, source = self.slurm.max_array_size or cluster.DEFAULT_MAX_ARRAY_SIZE, "assumed"
-            note = "not checked against a cluster: no SLURM commands on this machine"
-        else:
-            self.check_against_cluster()
-            max_size, source = self.effective_max_array_size()
-            note = "options checked against this cluster (sinfo)"
-        arrays = split_arrays(pack(trials, self.slurm.trials_per_job), max_size)
+        max_size, source, note = self._dry_run_limits()
+        arrays = split_arrays(self.task_chunks(trials), max_size)
         lines = [f"slurm: {len(trials)} trials -> {sum(map(len, arrays))} array tasks of at most "
                  f"{self.slurm.trials_per_job} trials -> {len(arrays)} array(s), one sbatch each (MaxArraySize "
                  f"{max_size}, {source}); {note}"]
@@ -121,6 +116,30 @@ class SlurmBackend(Backend):
         if len(arrays) > 2:
             lines.append(f"(arrays 2 to {len(arrays) - 1} have the same script as array 1)")
         return "\n".join(lines)
+
+    def _dry_run_limits(self) -> tuple[int, str, str]:
+        """MaxArraySize, where it came from, and how the options were checked: against the cluster when one
+        answers, else assumed, so that a dry run on a laptop or a CI machine still shows the scripts."""
+        assumed = self.slurm.max_array_size or cluster.DEFAULT_MAX_ARRAY_SIZE
+        if cluster.missing_commands():
+            return assumed, "assumed", "not checked against a cluster: no SLURM commands on this machine"
+        try:
+            cluster.max_array_size()
+        except cluster.SlurmCommandError as error:
+            reason = cluster.first_error_line(str(error)) or str(error)
+            return assumed, "assumed", f"not checked against a cluster: none answers here ({reason})"
+        self.check_against_cluster()
+        max_size, source = self.effective_max_array_size()
+        return max_size, source, "options checked against this cluster (sinfo)"
+
+    def task_chunks(self, trials: list[TrialSpec]) -> list[list[TrialSpec]]:
+        """The trials of each array task: balanced chunks of `trials_per_job`. With seed packs of K, a task holds
+        whole packs instead (max(1, trials_per_job // K) of them), so every pack trains vectorized in one process."""
+        k = self.config.seeds_per_trial
+        if k <= 1:
+            return pack(trials, self.slurm.trials_per_job)
+        units = seed_packs(trials, k)
+        return [[t for unit in chunk for t in unit] for chunk in pack(units, max(1, self.slurm.trials_per_job // k))]
 
     def sbatch_script(self, run_dir: Path, job_name: str, n_tasks: int) -> str:
         """The batch script submitit writes for an array of `n_tasks` tasks (its own template, not a copy)."""
@@ -207,7 +226,7 @@ class SlurmBackend(Backend):
         import trainers
 
         max_size, _ = self.effective_max_array_size()
-        arrays = split_arrays(pack(trials, self.slurm.trials_per_job), max_size)
+        arrays = split_arrays(self.task_chunks(trials), max_size)
         job_name = f"sweep-{store.root.name}"
         executor = submitit.SlurmExecutor(folder=jobs_dir(store), max_num_timeout=self.slurm.max_requeues,
                                           python=self.python_command)
@@ -220,7 +239,9 @@ class SlurmBackend(Backend):
                     jobs = [executor.submit(TrialChunk(str(store.root), [t.to_dict() for t in chunk], launch_id,
                                                        max_retries=self.config.max_retries,
                                                        num_threads=self.threads_per_trial,
-                                                       trainer_registry=registry)) for chunk in chunks]
+                                                       trainer_registry=registry,
+                                                       seeds_per_trial=self.config.seeds_per_trial))
+                            for chunk in chunks]
             except Exception as error:
                 done = f"; already submitted: {', '.join(s.job_id for s in submissions)}" if submissions else ""
                 raise RuntimeError(f"sbatch failed for array {len(submissions) + 1} of {len(arrays)}: "

@@ -18,18 +18,23 @@ from typing import Any
 import submitit
 
 from orchestrator.identity import TrialSpec
-from orchestrator.runner import execute_trial
+from orchestrator.runner import execute_pack, execute_trial, seed_packs
 from orchestrator.store import RunStore
 
 TABLES_LOCK = "slurm/tables.lock"
 
 
 class TrialChunk(submitit.helpers.Checkpointable):
-    """Run `trials` in order, skipping finished ones; returns {trial_id: status} for the task's result pickle."""
+    """Run `trials` in order, skipping finished ones; returns {trial_id: status} for the task's result pickle.
+
+    With `seeds_per_trial` > 1 the unfinished trials that differ only in seed train as vectorized packs (the same
+    `execute_pack` the other backends use); a pack cut by a requeue starts again, smaller, without its finished
+    members."""
 
     def __init__(self, run_dir: str, trials: list[dict[str, Any]], launch_id: str, *, max_retries: int,
-                 num_threads: int, trainer_registry: dict[str, str]) -> None:
+                 num_threads: int, trainer_registry: dict[str, str], seeds_per_trial: int = 1) -> None:
         self.run_dir = run_dir
+        self.seeds_per_trial = seeds_per_trial
         self.trials = trials
         self.launch_id = launch_id
         self.max_retries = max_retries
@@ -44,15 +49,22 @@ class TrialChunk(submitit.helpers.Checkpointable):
             trainers.REGISTRY.setdefault(name, target)
         store = RunStore(self.run_dir)
         statuses: dict[str, str] = {}
+        todo: list[TrialSpec] = []
         for data in self.trials:
             trial = TrialSpec.from_dict(data)
             done = self._finished_status(store, trial.trial_id)
             if done is not None:
                 statuses[trial.trial_id] = done
-                continue
-            record = execute_trial(store, trial, self.launch_id, max_retries=self.max_retries,
-                                   num_threads=self.num_threads)
-            statuses[trial.trial_id] = record.status
+            else:
+                todo.append(trial)
+        for unit in seed_packs(todo, self.seeds_per_trial):
+            if len(unit) == 1:
+                records = [execute_trial(store, unit[0], self.launch_id, max_retries=self.max_retries,
+                                         num_threads=self.num_threads)]
+            else:
+                records = execute_pack(store, unit, self.launch_id, max_retries=self.max_retries,
+                                       num_threads=self.num_threads)
+            statuses.update({record.trial_id: record.status for record in records})
         rebuild_tables_if_plan_finished(store)
         return statuses
 

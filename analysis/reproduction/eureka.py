@@ -1,0 +1,184 @@
+"""Eureka studies (Hoffmann et al., ICML 2024): the token task (`robustness`) and its image version (`eureka_images`).
+
+Both are judged by the run analysis every report uses (`analysis.analyze_run`): success per kernel against softmax
+(Fisher's exact test), time to Eureka (Kaplan-Meier, log-rank), and the detected plateau level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from analysis.plots import group_colours, new_figure
+from analysis.reproduction.base import Finding, decide, require_trials
+from analysis.summary import RunAnalysis, analyze_run
+from analysis.survival import KaplanMeier
+
+REFERENCE = "softmax"
+PLATEAU_RANGE = (0.45, 0.65)  # "plateau near 55%": the 55% plateau +- 10 points
+
+
+@dataclass(frozen=True)
+class EurekaKernelStudy:
+    """Which kernels beat softmax, in success (Fisher) and in time to Eureka (log-rank), each at level alpha."""
+
+    name: str
+    title: str
+    claim: str
+    tuning: str
+    kernels: tuple[str, ...]  # the kernels that must beat softmax
+    alpha: float
+    min_seeds: int  # per kernel, pooled over the other axes
+    check_plateau: bool = False  # also require the median detected plateau in PLATEAU_RANGE
+    verb: str = "launch"  # python -m orchestrator <verb> sweeps/<name>.yaml
+
+    @property
+    def criterion(self) -> str:
+        parts = [
+            f"for each of {', '.join(self.kernels)}: a higher success rate than softmax with Fisher's exact "
+            f"p < {self.alpha:g}, and an earlier Eureka (log-rank p < {self.alpha:g}, lower Kaplan-Meier median or "
+            f"more jumps by the budget), over at least {self.min_seeds} trials per kernel"
+        ]
+        if self.check_plateau:
+            parts.append(f"the median detected plateau of the trials that jumped lies in {list(PLATEAU_RANGE)}")
+        return "; ".join(parts)
+
+    def evaluate(self, run_dir: Path) -> Finding:
+        require_trials(run_dir)
+        result = analyze_run(run_dir)
+        comparison = result.comparison.set_index("group")
+        parts: dict[str, bool] = {}
+        reasons: list[str] = []
+        for kernel in self.kernels:
+            if kernel not in comparison.index:
+                parts[f"{kernel} likelier"] = parts[f"{kernel} earlier"] = False
+                reasons.append(f"{kernel}: not in the run")
+                continue
+            row, ref = comparison.loc[kernel], comparison.loc[REFERENCE]
+            enough = int(row["n_completed"]) >= self.min_seeds and int(ref["n_completed"]) >= self.min_seeds
+            likelier = enough and row["p_success"] > ref["p_success"] and row["fisher_p"] < self.alpha
+            earlier = enough and _earlier(row, ref) and row["logrank_p"] < self.alpha
+            parts[f"{kernel} likelier"], parts[f"{kernel} earlier"] = bool(likelier), bool(earlier)
+            reasons.append(
+                f"{kernel} {int(row['n_success'])}/{int(row['n_completed'])} vs softmax "
+                f"{int(ref['n_success'])}/{int(ref['n_completed'])} (Fisher p={row['fisher_p']:.2g}), "
+                f"median Eureka step {_step(row['median_eureka_step'])} vs {_step(ref['median_eureka_step'])} "
+                f"(log-rank p={row['logrank_p']:.2g})"
+            )
+        plateau = _median_plateau(result)
+        if self.check_plateau:
+            parts["plateau near 55%"] = bool(PLATEAU_RANGE[0] <= plateau <= PLATEAU_RANGE[1])
+            reasons.append(f"median plateau {plateau:.2f}")
+        failed = [name for name, held in parts.items() if not held]
+        reason = "; ".join(reasons) + (f". Not met: {', '.join(failed)}" if failed else "")
+        notes = [f"median detected plateau level (trials that jumped): {plateau:.3f}"]
+        notes += [f"analysis note: {note}" for note in result.notes]
+        return Finding(decide(parts), reason, kernel_table(result), _figure(result), notes)
+
+
+def kernel_table(result: RunAnalysis) -> pd.DataFrame:
+    """Per kernel: success k/n [interval] at each learning rate and pooled, Fisher vs softmax, time to Eureka."""
+    rows: dict[str, dict[str, str]] = {}
+    if result.success is not None and result.param:
+        for _, r in result.success.iterrows():
+            rows.setdefault(str(r["group"]), {})[f"lr {r[result.param]:g}"] = _rate(r)
+    for _, r in result.comparison.iterrows():
+        row = rows.setdefault(str(r["group"]), {})
+        row["all"] = _rate(r)
+        row["Fisher p vs softmax"] = "" if r["group"] == REFERENCE else f"{r['fisher_p']:.2g}"
+        row["jumps"] = f"{int(r['n_eureka'])}/{int(r['n_eureka'] + r['n_censored'])}"
+        row["median Eureka step"] = _step(r["median_eureka_step"])
+        row["log-rank p vs softmax"] = "" if r["group"] == REFERENCE else f"{r['logrank_p']:.2g}"
+        row["diverged"] = str(int(r["n_diverged"]))
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "kernel"
+    return table
+
+
+def _earlier(row: pd.Series, ref: pd.Series) -> bool:
+    if np.isfinite(row["median_eureka_step"]) and row["median_eureka_step"] < ref["median_eureka_step"]:
+        return True
+    return bool(row["p_eureka_by_budget"] > ref["p_eureka_by_budget"])
+
+
+def _median_plateau(result: RunAnalysis) -> float:
+    jumped = result.detections[result.detections["eureka_outcome"] == "eureka"]
+    return float(jumped["plateau_level"].median()) if len(jumped) else float("nan")
+
+
+def _rate(row: pd.Series) -> str:
+    if not row["n_completed"]:
+        return "-"
+    return f"{int(row['n_success'])}/{int(row['n_completed'])} [{row['p_low']:.2f}, {row['p_high']:.2f}]"
+
+
+def _step(value: float) -> str:
+    return f"{value:.0f}" if np.isfinite(value) else "> budget"
+
+
+def _figure(result: RunAnalysis) -> Figure:
+    figure, (ax_success, ax_km) = new_figure(9.0, 3.6, ncols=2)
+    if result.success is not None and result.param:
+        draw_success(ax_success, result.success, result.param)
+    draw_kaplan_meier(ax_km, result.km)
+    return figure
+
+
+def draw_success(ax: Axes, success: pd.DataFrame, param: str) -> None:
+    colours = group_colours([str(g) for g in success["group"].unique()])
+    for group, rows in success.groupby("group", sort=True):
+        rows = rows[rows["n_completed"] > 0].sort_values(param)
+        x = rows[param].to_numpy(float)
+        low = rows["p_success"] - rows["p_low"]
+        high = rows["p_high"] - rows["p_success"]
+        ax.errorbar(x, rows["p_success"], yerr=[low, high], fmt="o-", capsize=3, color=colours[str(group)],
+                    label=str(group))
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(param)
+    ax.set_ylabel("P(success), 95% Wilson")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def draw_kaplan_meier(ax: Axes, km: dict[str, KaplanMeier]) -> None:
+    colours = group_colours(list(km))
+    for group, fit in km.items():
+        if fit.n:
+            curve = fit.curve()
+            ax.step(curve["step"], curve["survival"], where="post", color=colours[group], label=f"{group} (n={fit.n})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("P(no Eureka yet), Kaplan-Meier")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+ROBUSTNESS = EurekaKernelStudy(
+    name="robustness",
+    title="Eureka moments on the token task: NormSoftmax and heat treatment vs softmax",
+    claim="NormSoftmax and heat treatment make success likelier and earlier than softmax, across learning rates "
+    "(Hoffmann et al., ICML 2024).",
+    tuning="task.synonyms = 3 (the trainer's default since #3) creates the 55% plateau at width 64; with one "
+    "synonym per class every softmax seed solves the task by step ~300 and there is nothing to compare. Nothing "
+    "else was tuned; the heat schedule is the trainer's default (logit multiplier 3 -> 1/8, cosine, first half).",
+    kernels=("normsoftmax", "heat"),
+    alpha=0.01,
+    min_seeds=32,
+)
+
+EUREKA_IMAGES = EurekaKernelStudy(
+    name="eureka_images",
+    title="Eureka moments on the image task (scikit-learn digits tiles, small ViT)",
+    claim="The same plateau near 55% and sudden jumps appear on the image version, and NormSoftmax beats softmax.",
+    tuning="",
+    kernels=("normsoftmax",),
+    alpha=0.05,
+    min_seeds=16,
+    check_plateau=True,
+)
