@@ -169,14 +169,22 @@ def _describe(value: Any) -> str:
 
 
 def to_dict(instance: Any, *, identity_only: bool = False) -> dict[str, Any]:
-    """Nested plain dict of a config; with identity_only, keys marked identity=False are left out."""
+    """Nested plain dict of a config; with identity_only, the keys that are not part of the trial id are left out:
+    those marked identity=False, and those marked identity="unless_default" while at their default."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(instance):
-        if identity_only and not f.metadata.get("identity", True):
-            continue
         value = getattr(instance, f.name)
+        if identity_only and not _in_identity(f, value):
+            continue
         out[f.name] = to_dict(value, identity_only=identity_only) if dataclasses.is_dataclass(value) else value
     return out
+
+
+def _in_identity(f: dataclasses.Field, value: Any) -> bool:
+    identity = f.metadata.get("identity", True)
+    if identity == "unless_default":
+        return value != f.default
+    return bool(identity)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import torch
+
 Direction = Literal["max", "min"]
 TrialStatus = Literal["completed", "failed", "diverged"]
 
@@ -26,12 +28,14 @@ def param(
     lt: float | None = None,
     le: float | None = None,
     doc: str = "",
-    identity: bool = True,
+    identity: bool | Literal["unless_default"] = True,
 ) -> Any:
     """Declare a config key with its default and allowed range.
 
     `identity=False` marks keys that do not change a trial's result (checkpoint cadence, device), so they are
-    left out of the trial id: changing them never makes finished trials look new.
+    left out of the trial id: changing them never makes finished trials look new. `identity="unless_default"` is
+    for keys added after results exist: at its default (which must behave as the trainer did before the key
+    existed) the key is left out of the trial id, so adding it keeps every finished trial's id.
     """
     metadata = {"gt": gt, "ge": ge, "lt": lt, "le": le, "doc": doc, "identity": identity}
     if isinstance(default, (list, dict)):
@@ -115,6 +119,27 @@ def judge(curve: Curve, success: SuccessConfig, direction: Direction) -> Outcome
         if math.isfinite(value) and reached:
             return Outcome(True, step)
     return Outcome(False, None)
+
+
+def decided(curve: Curve, success: SuccessConfig, direction: Direction, confirm: int) -> bool:
+    """True once the last `confirm` evaluations all met the success threshold (confirm >= 1): the trial's outcome
+    and its eureka_step (the first such eval, already on the curve) can no longer change by training on."""
+    values = curve.metrics.get(success.metric, [])
+    if confirm < 1 or len(values) < confirm:
+        return False
+    recent = values[-confirm:]
+    if direction == "max":
+        return all(math.isfinite(v) and v >= success.threshold for v in recent)
+    return all(math.isfinite(v) and v <= success.threshold for v in recent)
+
+
+def resolve_device(name: str) -> torch.device:
+    """train.device: auto = CUDA when this process sees a GPU, else CPU; cuda without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch sees no GPU on this host; use 'auto' or 'cpu'")
+    return torch.device(name)
 
 
 def best_and_final(values: list[float], direction: Direction) -> tuple[float | None, float | None]:

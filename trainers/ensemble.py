@@ -52,9 +52,9 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 from torch.overrides import TorchFunctionMode
 
-from trainers.base import Curve, TrainResult, TrialContext
+from trainers.base import Curve, TrainResult, TrialContext, decided, resolve_device
 from trainers.checkpoint import due
-from trainers.eureka import N_CLASSES, VAL_SEED, Batch, EurekaConfig, TokenTask, build_task
+from trainers.eureka import N_CLASSES, VAL_SEED, Batch, EurekaConfig, EurekaTrainer, TokenTask, build_task
 from trainers.model import Encoder, layer_entropies, qkv_grad_norms
 
 EVAL_CHUNK = 8  # members per vmapped chunk when evaluating: bounds memory (K x val_size activations)
@@ -107,16 +107,21 @@ class SeedEnsemble:
             raise ValueError(f"{len(seeds)} seeds and {len(contexts)} contexts: need one context per seed")
         self.config, self.seeds, self.contexts = config, seeds, contexts
         self.K = len(seeds)
+        self.device = resolve_device(config.train.device)
+        self.direction = EurekaTrainer.metric_directions.get(config.success.metric, "max")
         self.task: TokenTask = build_task(config.task, config.model.width)  # type: ignore[assignment]
         self.val: Batch = self.task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED), "val")
-        members = [self._member(seed) for seed in seeds]
+        members = [self._member(seed) for seed in seeds]  # built on the CPU: each is the sequential trainer's init
         params, buffers = stack_module_state(members)  # name -> (K, ...), leaves with requires_grad
         if buffers:  # none today; stacked buffers would need their own in_dims and update rules
             raise NotImplementedError(f"the model has buffers {sorted(buffers)}: not vectorized")
-        self.params: dict[str, torch.Tensor] = params
+        self.params: dict[str, torch.Tensor] = {
+            name: p.detach().to(self.device).requires_grad_(True) for name, p in params.items()
+        }
+        self.val = self.val.to(self.device)
         # The first member's module is the template the stacked weights are swapped into; its own weights are
         # only used as a per-member view for diagnostics (see _load_member).
-        self.base = members[0]
+        self.base = members[0].to(self.device)
         self.slots = forward_slots(self.base, lambda: self.base(self.val.inputs[:2]))
         tc = config.train
         self.optimizer = torch.optim.AdamW(
@@ -174,7 +179,7 @@ class SeedEnsemble:
         for step in range(1, tc.steps + 1):
             self.base.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule (a plain attribute)
             for k in self.alive():  # a diverged member keeps its last batch: its loss is masked out
-                batches[k] = self.task.sample(tc.batch_size, self.data[k])
+                batches[k] = self.task.sample(tc.batch_size, self.data[k]).to(self.device)
             losses = self._losses(batches)  # (K,)
             values = losses.tolist()  # the one host read per step: divergence must stop at the step it happens
             for k in self.alive():
@@ -193,11 +198,21 @@ class SeedEnsemble:
                 self.n_losses[k] += 1
             if due(step, tc.eval_every) or step == tc.steps:
                 self.evaluate(step, alive)
+                if self._all_decided(alive):
+                    for k in alive:
+                        self.results[k] = TrainResult(self.curves[k], "completed", step,
+                                                      extra={"stopped_when_decided": True})
+                    break
             if after_step is not None:
                 after_step(step, self.params)
         for k in self.alive():
             self.results[k] = TrainResult(self.curves[k], "completed", tc.steps)
         return [r for r in self.results if r is not None]
+
+    def _all_decided(self, alive: list[int]) -> bool:
+        """train.stop_when_decided: every live member confirmed its success (diverged ones are decided already)."""
+        tc, success = self.config.train, self.config.success
+        return all(decided(self.curves[k], success, self.direction, tc.stop_when_decided) for k in alive)
 
     def _losses(self, batches: list[Batch | None]) -> torch.Tensor:
         """Each member's mean cross-entropy on its own batch, (K,)."""
@@ -214,7 +229,7 @@ class SeedEnsemble:
         weight), and a diverged member's NaN never enters the sum."""
         if len(alive) == self.K:
             return losses.sum()
-        mask = torch.zeros(self.K, dtype=torch.bool)
+        mask = torch.zeros(self.K, dtype=torch.bool, device=losses.device)
         mask[alive] = True
         return torch.where(mask, losses, torch.zeros_like(losses)).sum()
 
@@ -229,7 +244,7 @@ class SeedEnsemble:
         """Zero the diverged members' gradients (before the step) or restore their weights (after it)."""
         if not self.frozen:
             return
-        dead = torch.tensor(sorted(self.frozen))
+        dead = torch.tensor(sorted(self.frozen), device=self.device)
         for name, p in self.params.items():
             if grads:
                 if p.grad is not None:

@@ -27,7 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from trainers.base import (
+    Curve,
+    SuccessConfig,
+    TrainResult,
+    TrialContext,
+    decided,
+    param,
+    resolve_device,
+    section,
+)
 from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 from trainers.images import ImageTask, PatchEmbed, load_source
 from trainers.model import Encoder, ModelConfig, layer_entropies, qkv_grad_norms
@@ -90,6 +99,15 @@ class TrainConfig:
     checkpoint_every: int = param(
         0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
     )
+    stop_when_decided: int = param(
+        0, ge=0, identity="unless_default",
+        doc="stop once the success metric has met its threshold at this many consecutive evals (0 = train to "
+        "the end); a seed pack stops when every member has, or diverged. success and eureka_step are unchanged; "
+        "the curve ends at the stop",
+    )
+    device: Literal["auto", "cpu", "cuda"] = param(
+        "auto", identity=False, doc="auto: CUDA when the trial's process sees a GPU, else CPU"
+    )
 
 
 @dataclass
@@ -108,6 +126,14 @@ class Batch:
     inputs: torch.Tensor  # (n, T) token ids
     labels: torch.Tensor  # (n,)
     noise: torch.Tensor | None  # (n, T, C) added to the embeddings, or None
+
+    def to(self, device: torch.device) -> Batch:
+        """The batch on `device` (data is always drawn on the CPU, from the trial's own generator: the same
+        stream on any device)."""
+        if device.type == "cpu":
+            return self
+        noise = None if self.noise is None else self.noise.to(device, non_blocking=True)
+        return Batch(self.inputs.to(device, non_blocking=True), self.labels.to(device, non_blocking=True), noise)
 
 
 class TokenTask:
@@ -213,13 +239,15 @@ class EurekaTrainer:
     def run(self, config: EurekaConfig, seed: int, ctx: TrialContext) -> TrainResult:
         torch.set_num_threads(ctx.num_threads)
         tc = config.train
+        device = resolve_device(tc.device)
         task = build_task(config.task, config.model.width)
-        torch.manual_seed(seed)  # model init: the only use of the global RNG
-        model = Encoder(config.model, task.vocab_size, task.seq_len, N_CLASSES, embed=task.embedding())
+        torch.manual_seed(seed)  # model init: the only use of the global RNG (on the CPU, so every device agrees)
+        model = Encoder(config.model, task.vocab_size, task.seq_len, N_CLASSES, embed=task.embedding()).to(device)
         # fused: one kernel for all parameters (~4x cheaper than the per-tensor loop on CPU), same AdamW update.
         optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
         data = torch.Generator().manual_seed(seed)  # training stream, private to this trial
-        val = task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED), "val")
+        val = task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED), "val").to(device)
+        direction = self.metric_directions.get(config.success.metric, "max")
         if config.model.norm == "admin" and config.model.admin_init == "profile":
             model.admin_profile(val.inputs[:256])  # the fixed val inputs: profiling must not consume the data stream
 
@@ -258,7 +286,7 @@ class EurekaTrainer:
             evaluate(0)
         for step in range(start, tc.steps + 1):
             model.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule
-            batch = task.sample(tc.batch_size, data)
+            batch = task.sample(tc.batch_size, data).to(device)
             loss = F.cross_entropy(model(batch.inputs, batch.noise), batch.labels)
             loss_value = loss.item()  # the one host read per step: divergence must stop at the step it happens
             if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
@@ -270,6 +298,8 @@ class EurekaTrainer:
             n_losses += 1
             if due(step, tc.eval_every) or step == tc.steps:
                 evaluate(step)
+                if decided(curve, config.success, direction, tc.stop_when_decided):
+                    return TrainResult(curve, "completed", step, extra={"stopped_when_decided": True})
             if due(step, tc.checkpoint_every) and step < tc.steps:
                 save_checkpoint(ctx.workdir, {
                     "fingerprint": trial, "step": step, "model": model.state_dict(),

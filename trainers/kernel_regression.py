@@ -51,7 +51,8 @@ class RegressionModel:
     )
     init_std: float = param(1.0, gt=0, doc="W_Q, W_K, W_V entries ~ N(0, (init_std/sqrt(d))^2)")
     gaussian_normalize: bool = param(
-        True, doc="gaussian: divide each row by its sum (false: the raw kernel exp(-||q-k||^2/(2 sqrt(d))))"
+        True, identity="unless_default",
+        doc="gaussian: divide each row by its sum (false: the raw kernel exp(-||q-k||^2/(2 sqrt(d))))",
     )
 
 

@@ -139,6 +139,9 @@ def draw_success(ax: Axes, success: pd.DataFrame, param: str) -> None:
         ax.errorbar(x, rows["p_success"], yerr=[low, high], fmt="o-", capsize=3, color=colours[str(group)],
                     label=str(group))
     ax.set_xscale("log")
+    values = sorted(success[param].unique())
+    ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.minorticks_off()
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(param)
     ax.set_ylabel("P(success), 95% Wilson")

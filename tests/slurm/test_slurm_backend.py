@@ -77,6 +77,34 @@ def test_packed_array_runs_every_trial_with_the_records_of_the_other_backends(sl
     assert sorted(curves.groupby("trial_id")["step"].apply(list).iloc[0]) == [0, 10, 20, 30]
 
 
+def test_seed_packs_train_vectorized_inside_array_tasks(slurm_cluster, tmp_path, capsys):
+    """seeds_per_trial on SLURM: each task holds whole packs (trials_per_job // K of them) and trains each pack in
+    one process (execute_pack: every member carries the pack's wall time / K), with the other backends' ids."""
+    body = (f"name: tiny\ntrainer: eureka\n{TINY_CONFIG}sweep: {{seed: {{range: [0, 6]}}, "
+            "model.kernel: [softmax, normsoftmax]}\n")
+    path = write_sweep(tmp_path, body + "backend: {kind: slurm, max_retries: 0, seeds_per_trial: 3, "
+                                        "slurm: {trials_per_job: 6, array_parallelism: 2, time: '10'}}\n")
+    run_dir = tmp_path / "packed"
+    assert launch(path, run_dir, "--wait") == 0
+    out = capsys.readouterr().out
+    assert "ran 12 trials" in out and "12 completed" in out
+    (submission,) = submissions(run_dir)
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    kernel_of = dict(zip(trials["trial_id"], trials["model.kernel"], strict=True))
+    for task in submission["tasks"]:  # two whole packs of 3 per task, one kernel per pack
+        assert len(task) == 6 and len({kernel_of[t] for t in task[:3]}) == len({kernel_of[t] for t in task[3:]}) == 1
+    walls = trials.groupby(["model.kernel", trials["seed"] // 3])["wall_s"].nunique()
+    assert list(walls) == [1, 1, 1, 1]  # every pack's members share one wall time: they trained together
+
+    local_dir = tmp_path / "local"
+    local = write_sweep(tmp_path, body + "backend: {kind: local, seeds_per_trial: 3}\n", "local.yaml")
+    assert launch(local, local_dir) == 0
+    in_process = pd.read_parquet(local_dir / "trials.parquet").sort_values("trial_id", ignore_index=True)
+    on_slurm = trials.sort_values("trial_id", ignore_index=True)
+    assert list(on_slurm["trial_id"]) == list(in_process["trial_id"])
+    assert list(on_slurm["success"]) == list(in_process["success"])
+
+
 def test_arrays_are_split_below_max_array_size_and_wait_blocks_until_every_record(slurm_cluster, tmp_path, capsys):
     run_dir = tmp_path / "run"
     path = slurm_sweep(tmp_path, sweep="sweep: {seed: {range: [0, 7]}}\n",

@@ -217,3 +217,80 @@ def test_benchmark_scripts_print_their_ratio_last(tmp_path: Path, script: str, a
     assert out.returncode == 0, out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]
     assert last.startswith("ratio") and float(last.split()[-1].rstrip("x")) > 0, out.stdout[-2000:]
+
+
+# ---- train.stop_when_decided: stop once the outcome cannot change ---------------------------------------------------
+
+# One synonym per token: normsoftmax seeds 0, 3, 4, 5 solve it by step ~150 (as a pack: 120, 140, 80, 100); softmax
+# solves it for none of seeds 0-2 by step 300.
+QUICK = {
+    "task": {"val_size": 256, "synonyms": 1},
+    "model": {"depth": 2, "width": 32, "heads": 4, "kernel": "normsoftmax"},
+    "train": {"steps": 400, "batch_size": 64, "eval_every": 20},
+}
+
+
+def assert_prefix(stopped: TrainResult, full: TrainResult) -> None:
+    """The stopped curve is the full run's curve up to the stop, value for value."""
+    n = len(stopped.curve.steps)
+    assert stopped.curve.steps == full.curve.steps[:n]
+    for name, values in stopped.curve.metrics.items():
+        assert values == full.curve.metrics[name][:n], name
+
+
+def test_sequential_trial_stops_once_decided_with_the_same_outcome(tmp_path: Path):
+    from trainers.base import judge
+
+    full = TRAINER.run(config(base=QUICK), 1, TrialContext(workdir=tmp_path / "a"))
+    stopped = TRAINER.run(config({"train": {"stop_when_decided": 3}}, base=QUICK), 1,
+                          TrialContext(workdir=tmp_path / "b"))
+    cfg = config(base=QUICK)
+    outcome = judge(full.curve, cfg.success, "max")
+    assert outcome.success and outcome.eureka_step is not None
+    assert stopped.status == "completed" and stopped.extra == {"stopped_when_decided": True}
+    assert outcome.eureka_step + 2 * 20 <= stopped.steps_run < 400  # at the earliest, 3 evals from the jump
+    assert all(v >= 0.9 for v in stopped.curve.metrics["val_acc"][-3:]) and stopped.curve.steps[-1] == stopped.steps_run
+    assert judge(stopped.curve, cfg.success, "max") == outcome
+    assert_prefix(stopped, full)
+
+
+def test_pack_stops_when_every_member_is_decided_and_not_before(tmp_path: Path):
+    seeds = [0, 3, 4, 5]
+    full = run_seeds(config(base=QUICK), seeds, contexts(tmp_path / "full", 4))
+    stopped = run_seeds(config({"train": {"stop_when_decided": 2}}, base=QUICK), seeds, contexts(tmp_path / "s", 4))
+    from trainers.base import judge
+
+    success = config(base=QUICK).success
+    eureka = [judge(r.curve, success, "max").eureka_step for r in full]
+    assert all(step is not None for step in eureka)
+    stop = stopped[0].steps_run
+    assert max(eureka) + 20 <= stop < 400  # at the earliest, the slowest member's second eval at the threshold
+    for member, reference, step in zip(stopped, full, eureka, strict=True):
+        assert member.steps_run == stop and member.extra == {"stopped_when_decided": True}  # all stop together
+        assert all(v >= 0.9 for v in member.curve.metrics["val_acc"][-2:])
+        assert judge(member.curve, success, "max").eureka_step == step
+        assert_prefix(member, reference)
+    # softmax on the same budget: a member that never succeeds is never decided, so the pack trains to the end
+    undecided = run_seeds(config({"model": {"kernel": "softmax"}, "train": {"stop_when_decided": 2}}, base=QUICK),
+                          [0, 1, 2], contexts(tmp_path / "u", 3))
+    assert not all(judge(r.curve, success, "max").success for r in undecided)
+    assert {r.steps_run for r in undecided} == {400} and all(r.extra == {} for r in undecided)
+
+
+def test_stop_when_decided_keeps_old_trial_ids_at_its_default():
+    from orchestrator.schema import to_dict
+
+    base = to_dict(config(), identity_only=True)
+    assert "stop_when_decided" not in base["train"] and "device" not in base["train"]
+    assert to_dict(config({"train": {"stop_when_decided": 3}}), identity_only=True)["train"]["stop_when_decided"] == 3
+
+
+def test_device_auto_is_the_cpu_without_a_gpu_and_cuda_without_one_is_an_error():
+    from trainers.base import resolve_device
+
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+    else:
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(RuntimeError, match=r"train\.device is 'cuda' but torch sees no GPU"):
+            resolve_device("cuda")
