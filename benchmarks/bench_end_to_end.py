@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_end_to_end.py                       # 192 trials each way (~1 h on 2 cores)
     .venv/bin/python benchmarks/bench_end_to_end.py --seq-seeds 8         # sequential on seeds 0-7 only
+    .venv/bin/python benchmarks/bench_end_to_end.py --k 16 --stop 3       # packs that stop once all are decided
     .venv/bin/python benchmarks/bench_end_to_end.py --seeds 2 --lrs 1e-3 --steps 20 --k 2 --backend local --tiny
 
 Each mode is one `python -m orchestrator launch sweeps/robustness.yaml` into its own fresh run directory, with
@@ -38,11 +39,12 @@ KERNELS = "sweep.model.kernel=[softmax, normsoftmax]"  # the benchmark's verdict
 
 
 def launch(run_dir: Path, seeds: int, lrs: list[str], k: int, steps: int | None, backend: str | None,
-           tiny: bool) -> float:
+           tiny: bool, stop: int = 0) -> float:
     """Run the sweep into a fresh run_dir; return the wall time of the launch command."""
     shutil.rmtree(run_dir, ignore_errors=True)
     sets = [f"sweep.seed={{range: [0, {seeds}]}}", f"sweep.train.lr=[{', '.join(lrs)}]", KERNELS,
-            f"backend.seeds_per_trial={k}", *([f"train.steps={steps}"] if steps else []), *(TINY if tiny else [])]
+            f"backend.seeds_per_trial={k}", *([f"train.steps={steps}"] if steps else []), *(TINY if tiny else []),
+            *([f"train.stop_when_decided={stop}"] if stop else [])]
     cmd = [sys.executable, "-m", "orchestrator", "launch", str(SWEEP), "--run-dir", str(run_dir), "--no-progress"]
     cmd += [arg for s in sets for arg in ("--set", s)] + (["--backend", backend] if backend else [])
     start = time.perf_counter()
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-seeds", type=int, default=None, help="seeds of the sequential run (default --seeds)")
     parser.add_argument("--k", type=int, default=32, help="backend.seeds_per_trial of the vectorized run")
     parser.add_argument("--steps", type=int, default=None, help="train.steps (default: the sweep's 2000)")
+    parser.add_argument("--stop", type=int, default=0,
+                        help="train.stop_when_decided of the vectorized run (0: packs train to the end)")
     parser.add_argument("--backend", choices=["ray", "local"], default=None, help="default: the sweep's (ray)")
     parser.add_argument("--modes", nargs="+", choices=["vec", "seq"], default=["vec", "seq"])
     parser.add_argument("--tiny", action="store_true", help="a tiny model (smoke test of the script)")
@@ -109,11 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     for mode in args.modes:
         k = args.k if mode == "vec" else 1
         run_dir = work / f"e2e-{mode}"
-        wall = launch(run_dir, sizes[mode], args.lrs, k, args.steps, args.backend, args.tiny)
+        stop = args.stop if mode == "vec" else 0
+        wall = launch(run_dir, sizes[mode], args.lrs, k, args.steps, args.backend, args.tiny, stop)
         trials, curves = load(run_dir)
         tables[mode] = (trials, curves)
         rates[mode] = len(trials) * steps / wall
-        print(f"{mode}: {len(trials)} trials (seeds_per_trial={k}) in {wall:.1f} s wall ({wall / 60:.2f} min); "
+        print(f"{mode}: {len(trials)} trials (seeds_per_trial={k}, stop_when_decided={stop}) in {wall:.1f} s wall "
+              f"({wall / 60:.2f} min); "
               f"statuses {trials['status'].astype(str).value_counts().to_dict()}", flush=True)
         print(f"  verdict: {describe(verdict(trials, curves))}", flush=True)
     if set(tables) == {"vec", "seq"}:

@@ -207,8 +207,8 @@ def test_the_eureka_trainer_vectorizes_packs_through_the_runner(tmp_path: Path) 
     "script, args",
     [
         ("bench_vectorize.py", ["--steps", "4", "--ks", "1", "2", "--rounds", "1", "--tiny"]),
-        ("bench_end_to_end.py", ["--seeds", "2", "--lrs", "1e-3", "--steps", "20", "--k", "2", "--backend", "local",
-                                 "--tiny"]),
+        ("bench_end_to_end.py", ["--seeds", "2", "--lrs", "1e-3", "--steps", "20", "--k", "2", "--stop", "2",
+                                 "--backend", "local", "--tiny"]),
     ],
 )
 def test_benchmark_scripts_print_their_ratio_last(tmp_path: Path, script: str, args: list[str]) -> None:
