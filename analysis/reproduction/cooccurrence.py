@@ -55,11 +55,15 @@ class CooccurrenceStudy:
         reason = (f"{shown}/{len(phases)} seeds ({fraction:.0%}) show the pattern; median share of the mu1<->mu2 "
                   f"movement before T1 {phases['share_before_t1'].median():.2f}, median T1 "
                   f"{phases['t1'].median():.0f} steps; {len(trials) - len(phases)} trials not completed")
-        return Finding(decide(parts), reason, _table(phases), _figure(curves, phases))
+        notes = [f"size of the movement: the mu1<->mu2 score (both directions summed) changed by a median "
+                 f"{phases['pair_change'].median():.2g} over the run, from a median |score| at init of "
+                 f"{phases['pair_at_init'].abs().median():.2g} (scores start at the scale of model.init_std squared)"]
+        return Finding(decide(parts), reason, _table(phases), _figure(curves, phases), notes)
 
 
 def phase_table(curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: t1, share_before_t1, pair_rise_after_t1, common_fall_after_t1, pattern."""
+    """One row per trial: t1, share_before_t1, pair_rise_after_t1, common_fall_after_t1, pair_at_init,
+    pair_change (last eval minus init), pattern."""
     rows = []
     for trial_id, curve in curves.sort_values("step").groupby("trial_id", sort=False):
         pair = curve[list(PAIR)].sum(axis=1).to_numpy(float)
@@ -67,15 +71,16 @@ def phase_table(curves: pd.DataFrame) -> pd.DataFrame:
         classified = np.flatnonzero(curve["train_acc"].to_numpy(float) >= 1.0)
         if len(classified) == 0:
             rows.append({"trial_id": trial_id, "t1": np.nan, "share_before_t1": np.nan, "pair_rise_after_t1": np.nan,
-                         "common_fall_after_t1": np.nan, "pattern": False})
+                         "common_fall_after_t1": np.nan, "pair_at_init": pair[0], "pair_change": pair[-1] - pair[0],
+                         "pattern": False})
             continue
         i1 = int(classified[0])
         total = float(np.abs(pair - pair[0]).max())
         share = abs(pair[i1] - pair[0]) / total if total > 0 else np.nan
         rise, fall = pair[-1] - pair[i1], common[i1] - common[-1]
         rows.append({"trial_id": trial_id, "t1": int(curve["step"].iloc[i1]), "share_before_t1": share,
-                     "pair_rise_after_t1": rise, "common_fall_after_t1": fall,
-                     "pattern": bool(share < 0.5 and rise > 0 and fall > 0)})
+                     "pair_rise_after_t1": rise, "common_fall_after_t1": fall, "pair_at_init": pair[0],
+                     "pair_change": pair[-1] - pair[0], "pattern": bool(share < 0.5 and rise > 0 and fall > 0)})
     return pd.DataFrame(rows)
 
 
@@ -113,6 +118,7 @@ def _figure(curves: pd.DataFrame, phases: pd.DataFrame) -> Figure:
         if np.isfinite(t1):
             ax.axvline(t1, color="grey", linestyle=":", label=f"median T1 = {t1:.0f}")
         ax.set_xscale("symlog", linthresh=100)
+        ax.set_xlim(left=0)
         ax.set_xlabel("GD step")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

@@ -106,11 +106,13 @@ def _figure(trials: pd.DataFrame, curves: pd.DataFrame) -> Figure:
             q = rows.groupby("step")["rel_loss"].quantile([0.25, 0.5, 0.75]).unstack()
             ax.plot(q.index, q[0.5], color=colours[str(kernel)], label=str(kernel))
             ax.fill_between(q.index, q[0.25], q[0.75], color=colours[str(kernel)], alpha=0.2, linewidth=0)
+        if "success.threshold" in trials:
+            ax.axhline(float(trials["success.threshold"].iloc[0]), color="black", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_title(f"{trainable}, init_std {init:g}", fontsize=9)
         ax.set_xlabel("GD step")
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("relative loss (median, IQR)")
+    axes[0].set_ylabel("relative loss (median, IQR); - - success")
     axes[0].legend(fontsize=8)
     return figure
 
