@@ -6,6 +6,7 @@ import pytest
 
 from orchestrator.backends.slurm import cluster
 from orchestrator.backends.slurm.packing import pack, sbatch_option_parameters, split_arrays
+from orchestrator.identity import TrialSpec
 from orchestrator.schema import SchemaError
 from orchestrator.spec import SlurmConfig
 
@@ -75,3 +76,30 @@ def test_malformed_time_is_a_schema_error(value: object, message: str):
 def test_first_error_line_strips_the_tool_prefix():
     stderr = "sbatch: error: invalid partition specified: nope\nsbatch: error: Batch job submission failed\n"
     assert cluster.first_error_line(stderr) == "invalid partition specified: nope"
+
+
+def _trial(seed: int, lr: float) -> TrialSpec:
+    config = {"train": {"lr": lr}}
+    return TrialSpec(f"{lr}-{seed}", "eureka", seed, config, {"seed": seed, "train.lr": lr})
+
+
+@pytest.mark.parametrize("per_job, expected", [(8, [8, 6, 6]), (3, [4, 4, 2, 4, 4, 2]), (100, [20])])
+def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
+    """With seeds_per_trial K a task holds max(1, trials_per_job // K) whole packs: no pack is split across tasks,
+    so each trains vectorized in one process. 2 configs x 10 seeds with K = 4: packs of 4, 4, 2 per config, and
+    trials_per_job 8 puts two packs in a task."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.runner import seed_packs
+    from orchestrator.spec import BackendConfig
+
+    trials = [_trial(seed, lr) for seed in range(10) for lr in (1e-3, 3e-3)]  # seeds of a config not adjacent
+    backend = SlurmBackend(BackendConfig(kind="slurm", seeds_per_trial=4, slurm=SlurmConfig(trials_per_job=per_job)))
+    chunks = backend.task_chunks(trials)
+    assert [len(c) for c in chunks] == expected
+    assert sorted(t.trial_id for c in chunks for t in c) == sorted(t.trial_id for t in trials)
+    ids = [[t.trial_id for t in chunk] for chunk in chunks]
+    for unit in seed_packs(trials, 4):  # every pack sits, contiguous and in seed order, inside one task
+        members = [t.trial_id for t in unit]
+        assert sum(any(c[i:i + len(members)] == members for i in range(len(c))) for c in ids) == 1
+    packed = SlurmBackend(BackendConfig(kind="slurm", seeds_per_trial=1, slurm=SlurmConfig(trials_per_job=per_job)))
+    assert [len(c) for c in packed.task_chunks(trials)] == [len(c) for c in pack(trials, per_job)]
