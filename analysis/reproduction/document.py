@@ -56,7 +56,9 @@ def render(outcomes: list[StudyOutcome], out: Path) -> str:
         size = f"{o.size.trials}" if o.size else "-"
         wall = _minutes(o.size.wall_s) if o.size else "-"
         lines.append(f"| [{o.study.name}](#{o.study.name.replace('_', '-')}) | {verdict} | {size} | {wall} |")
-    lines.append("")
+    total = sum(o.size.wall_s for o in outcomes if o.size)
+    lines += ["", f"Wall time of the runs above, added up: {_minutes(total)} on this machine (2 CPU cores); that is "
+              "what `make reproduce` takes here, plus a minute of start-up per study.", ""]
     for o in outcomes:
         lines += _section(o, out.parent)
     return "\n".join(lines) + "\n"

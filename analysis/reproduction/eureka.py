@@ -122,11 +122,29 @@ def _step(value: float) -> str:
 
 
 def _figure(result: RunAnalysis) -> Figure:
-    figure, (ax_success, ax_km) = new_figure(9.0, 3.6, ncols=2)
+    figure, (ax_left, ax_km) = new_figure(9.0, 3.6, ncols=2)
     if result.success is not None and result.param:
-        draw_success(ax_success, result.success, result.param)
+        draw_success(ax_left, result.success, result.param)
+    else:  # one learning rate: show the curves themselves, plateau and jumps
+        draw_curves(ax_left, result)
     draw_kaplan_meier(ax_km, result.km)
     return figure
+
+
+def draw_curves(ax: Axes, result: RunAnalysis) -> None:
+    """Every trial's success metric against step, coloured by kernel."""
+    kernels = result.trials.set_index("trial_id")[result.group_by] if result.group_by else None
+    groups = sorted(kernels.astype(str).unique()) if kernels is not None else ["all"]
+    colours = group_colours(groups)
+    for trial_id, curve in result.curves.groupby("trial_id"):
+        group = str(kernels[trial_id]) if kernels is not None else "all"
+        ax.plot(curve["step"], curve[result.metric], color=colours[group], linewidth=0.7, alpha=0.6)
+    for group in groups:
+        ax.plot([], [], color=colours[group], label=group)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(result.metric)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def draw_success(ax: Axes, success: pd.DataFrame, param: str) -> None:
