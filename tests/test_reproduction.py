@@ -125,7 +125,7 @@ def test_decide_is_all_some_or_none():
     assert decide({"a": False, "b": False}) == "not reproduced"
 
 
-def test_run_size_sums_wall_time_over_launches():
+def test_run_size_adds_up_launches_and_counts_overlaps_once():
     trials = pd.DataFrame({
         "seed": [0, 1, 0, 1],
         "launch_id": ["a", "a", "b", "b"],
@@ -138,6 +138,12 @@ def test_run_size_sums_wall_time_over_launches():
     size = run_size(trials)
     assert (size.trials, size.seeds, size.launches) == (4, 2, 2)
     assert size.wall_s == 60.0 + 30.0 and size.trial_s == 105.0
+    overlapping = trials.assign(launch_id=["a", "a", "b", "c"], started_at=[
+        "2026-01-01T00:00:00+0000", "2026-01-01T00:00:10+0000",  # a: 0 s .. 60 s
+        "2026-01-01T00:00:30+0000", "2026-01-01T00:02:00+0000"], finished_at=[  # b: 30 s .. 90 s; c: 120 .. 125 s
+        "2026-01-01T00:00:20+0000", "2026-01-01T00:01:00+0000",
+        "2026-01-01T00:01:30+0000", "2026-01-01T00:02:05+0000"])
+    assert run_size(overlapping).wall_s == 90.0 + 5.0
 
 
 def _cooccurrence_curve(trial_id: str, pair: list[float], common: list[float], acc: list[float]) -> pd.DataFrame:

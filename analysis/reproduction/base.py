@@ -37,7 +37,7 @@ class RunSize:
     trials: int
     seeds: int
     launches: int
-    wall_s: float  # sum over launches of (last finish - first start): the sweep's own wall time
+    wall_s: float  # time with the run's launches busy: each launch from first start to last finish, overlaps merged
     trial_s: float  # sum of the trials' wall_s (seed packs: each member carries its pack's time / K)
 
 
@@ -69,8 +69,14 @@ def run_size(trials: pd.DataFrame) -> RunSize:
     started = pd.to_datetime(trials["started_at"], utc=True, format="ISO8601")
     finished = pd.to_datetime(trials["finished_at"], utc=True, format="ISO8601")
     frame = pd.DataFrame({"launch": trials["launch_id"], "start": started, "end": finished})
-    per_launch = frame.groupby("launch").agg(start=("start", "min"), end=("end", "max"))
-    wall = float((per_launch["end"] - per_launch["start"]).dt.total_seconds().sum())
+    per_launch = frame.groupby("launch").agg(start=("start", "min"), end=("end", "max")).sort_values("start")
+    wall, covered_until = 0.0, None
+    for start, end in zip(per_launch["start"], per_launch["end"], strict=True):  # union of the launch intervals
+        if covered_until is not None and start < covered_until:
+            start = covered_until  # an overlapping launch (a search runs several at once) counts once
+        if covered_until is None or end > covered_until:
+            wall += max(0.0, (end - start).total_seconds())
+            covered_until = end
     return RunSize(
         trials=len(trials),
         seeds=int(trials["seed"].nunique()),

@@ -77,7 +77,7 @@ class EurekaKernelStudy:
         failed = [name for name, held in parts.items() if not held]
         reason = "; ".join(reasons) + (f". Not met: {', '.join(failed)}" if failed else "")
         notes = [f"median detected plateau level (trials that jumped): {plateau:.3f}"]
-        notes += [f"analysis note: {note}" for note in result.notes]
+        notes += [f"analysis note: {note}" for note in result.notes if "plot is skipped" not in note]
         return Finding(decide(parts), reason, kernel_table(result), _figure(result), notes)
 
 

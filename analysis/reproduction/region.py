@@ -57,7 +57,8 @@ class RegionStudy:
                          for kernel, row in regions.iterrows())
         failed = [name for name, held in parts.items() if not held]
         reason = f"robust lr per kernel: {text}" + (f". Not met: {', '.join(failed)}" if failed else "")
-        table = regions.assign(region=[_interval(r) for _, r in regions.iterrows()])[
+        table = regions.assign(region=[_interval(r) for _, r in regions.iterrows()],
+                               log10_width=regions["log10_width"].round(2), best_lcb=regions["best_lcb"].round(3))[
             ["evaluated", "robust", "region", "log10_width", "best_lcb"]]
         notes = [f"robust = all seeds run and 95% Wilson lower bound > {target:g}"]
         return Finding(decide(parts), reason, table, _figure(configs, regions, target), notes)
