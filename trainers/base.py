@@ -12,9 +12,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 Direction = Literal["max", "min"]
 TrialStatus = Literal["completed", "failed", "diverged"]
@@ -135,6 +136,8 @@ def decided(curve: Curve, success: SuccessConfig, direction: Direction, confirm:
 
 def resolve_device(name: str) -> torch.device:
     """train.device: auto = CUDA when this process sees a GPU, else CPU; cuda without one is an error."""
+    import torch  # here, not at the top: the orchestrator reads this module's schema helpers without torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
