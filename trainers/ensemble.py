@@ -198,7 +198,7 @@ class SeedEnsemble:
                 self.n_losses[k] += 1
             if due(step, tc.eval_every) or step == tc.steps:
                 self.evaluate(step, alive)
-                if self._all_decided(alive):
+                if step < tc.steps and self._all_decided(alive):
                     for k in alive:
                         self.results[k] = TrainResult(self.curves[k], "completed", step,
                                                       extra={"stopped_when_decided": True})

@@ -298,7 +298,7 @@ class EurekaTrainer:
             n_losses += 1
             if due(step, tc.eval_every) or step == tc.steps:
                 evaluate(step)
-                if decided(curve, config.success, direction, tc.stop_when_decided):
+                if step < tc.steps and decided(curve, config.success, direction, tc.stop_when_decided):
                     return TrainResult(curve, "completed", step, extra={"stopped_when_decided": True})
             if due(step, tc.checkpoint_every) and step < tc.steps:
                 save_checkpoint(ctx.workdir, {
