@@ -67,6 +67,29 @@ def plot_success_probability(
     """P(success) per group against the swept parameter with interval bands and the logistic fit (top), and the
     fraction of trials that diverged (bottom), which are not part of P(success)."""
     figure, (ax, ax_div) = new_figure(7.0, 6.0, nrows=2, height_ratios=[3, 1], sharex=True)
+    draw_success_probability(ax, success, param, fits)
+    ax.set_xlabel("")  # shared with the diverged panel below, which carries it
+    log_x = is_log_range(success[param])
+    colours = group_colours(list(success["group"].unique()))
+    for group, rows in success.groupby("group", sort=True):
+        rows = rows.sort_values(param)
+        ax_div.plot(rows[param].to_numpy(float), rows["diverged_frac"], "s-", color=colours[str(group)],
+                    markersize=4, label=str(group))
+    if log_x:
+        ax_div.set_xscale("log")
+    ax_div.grid(True, alpha=0.3)
+    by = f" per {group_title}" if group_title else ""
+    ax.set_title(f"Success probability{by} ({confidence:.0%} {method_name} intervals)")
+    ax_div.set_ylabel("diverged\nfraction")
+    ax_div.set_ylim(bottom=0)
+    ax_div.set_xlabel(param_axis_label(param, log_x))
+    return figure
+
+
+def draw_success_probability(
+    ax: Axes, success: pd.DataFrame, param: str, fits: dict[str, LogisticFit] | None = None
+) -> None:
+    """P(success) per group against `param` on `ax`: points, interval bands, and the logistic fit when given."""
     log_x = is_log_range(success[param])
     colours = group_colours(list(success["group"].unique()))
     for group, rows in success.groupby("group", sort=True):
@@ -82,20 +105,13 @@ def plot_success_probability(
             grid = np.geomspace(x.min(), x.max(), 200) if log_x else np.linspace(x.min(), x.max(), 200)
             ax.plot(grid, fits[str(group)].predict(grid), "--", color=colour, linewidth=1.2,
                     label=f"{group}: logistic fit")
-        ax_div.plot(x, rows["diverged_frac"], "s-", color=colour, markersize=4, label=str(group))
-    for axis in (ax, ax_div):
-        if log_x:
-            axis.set_xscale("log")
-        axis.grid(True, alpha=0.3)
+    if log_x:
+        ax.set_xscale("log")
+    ax.grid(True, alpha=0.3)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("P(success) among completed trials")
-    by = f" per {group_title}" if group_title else ""
-    ax.set_title(f"Success probability{by} ({confidence:.0%} {method_name} intervals)")
+    ax.set_xlabel(param_axis_label(param, log_x))
     ax.legend(fontsize=8, loc="best")
-    ax_div.set_ylabel("diverged\nfraction")
-    ax_div.set_ylim(bottom=0)
-    ax_div.set_xlabel(param_axis_label(param, log_x))
-    return figure
 
 
 def plot_kaplan_meier(
@@ -104,6 +120,15 @@ def plot_kaplan_meier(
     """Kaplan-Meier curves of P(no Eureka yet) per group, with pointwise bands and the median marked; censoring
     times are ticked for groups of at most `mark_censored` trials."""
     figure, (ax,) = new_figure(7.0, 4.5)
+    draw_kaplan_meier(ax, km, mark_censored=mark_censored)
+    confidence = next(iter(km.values())).confidence if km else 0.95
+    by = f" per {group_title}" if group_title else ""
+    ax.set_title(f"Time to Eureka{by} (Kaplan-Meier, {confidence:.0%} bands)")
+    return figure
+
+
+def draw_kaplan_meier(ax: Axes, km: dict[str, KaplanMeier], *, mark_censored: int = 300) -> None:
+    """The Kaplan-Meier curves of `plot_kaplan_meier` on `ax` (no title)."""
     colours = group_colours(list(km))
     for group, fit in km.items():
         if fit.n == 0:
@@ -123,12 +148,8 @@ def plot_kaplan_meier(
     ax.set_xlim(left=0)
     ax.set_xlabel("training step")
     ax.set_ylabel("P(no Eureka yet)")
-    confidence = next(iter(km.values())).confidence if km else 0.95
-    by = f" per {group_title}" if group_title else ""
-    ax.set_title(f"Time to Eureka{by} (Kaplan-Meier, {confidence:.0%} bands)")
     ax.grid(True, alpha=0.3)
     _legend_or_note(ax, "no completed trial with a usable curve")
-    return figure
 
 
 def plot_learning_curves(

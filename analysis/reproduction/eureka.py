@@ -14,10 +14,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis.plots import group_colours, new_figure
+from analysis.plots import draw_kaplan_meier, draw_success_probability, group_colours, new_figure
 from analysis.reproduction.base import Finding, decide, require_trials
 from analysis.summary import RunAnalysis, analyze_run
-from analysis.survival import KaplanMeier
 
 REFERENCE = "softmax"
 PLATEAU_RANGE = (0.45, 0.65)  # "plateau near 55%": the 55% plateau +- 10 points
@@ -124,7 +123,10 @@ def _step(value: float) -> str:
 def _figure(result: RunAnalysis) -> Figure:
     figure, (ax_left, ax_km) = new_figure(9.0, 3.6, ncols=2)
     if result.success is not None and result.param:
-        draw_success(ax_left, result.success, result.param)
+        draw_success_probability(ax_left, result.success, result.param)
+        values = sorted(result.success[result.param].unique())
+        ax_left.set_xticks(values, [f"{v:g}" for v in values], minor=False)
+        ax_left.minorticks_off()  # a few learning rates: label them, not the decades
     else:  # one learning rate: show the curves themselves, plateau and jumps
         draw_curves(ax_left, result)
     draw_kaplan_meier(ax_km, result.km)
@@ -143,39 +145,6 @@ def draw_curves(ax: Axes, result: RunAnalysis) -> None:
         ax.plot([], [], color=colours[group], label=group)
     ax.set_xlabel("training step")
     ax.set_ylabel(result.metric)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-def draw_success(ax: Axes, success: pd.DataFrame, param: str) -> None:
-    colours = group_colours([str(g) for g in success["group"].unique()])
-    for group, rows in success.groupby("group", sort=True):
-        rows = rows[rows["n_completed"] > 0].sort_values(param)
-        x = rows[param].to_numpy(float)
-        low = rows["p_success"] - rows["p_low"]
-        high = rows["p_high"] - rows["p_success"]
-        ax.errorbar(x, rows["p_success"], yerr=[low, high], fmt="o-", capsize=3, color=colours[str(group)],
-                    label=str(group))
-    ax.set_xscale("log")
-    values = sorted(success[param].unique())
-    ax.set_xticks(values, [f"{v:g}" for v in values])
-    ax.minorticks_off()
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(param)
-    ax.set_ylabel("P(success), 95% Wilson")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-def draw_kaplan_meier(ax: Axes, km: dict[str, KaplanMeier]) -> None:
-    colours = group_colours(list(km))
-    for group, fit in km.items():
-        if fit.n:
-            curve = fit.curve()
-            ax.step(curve["step"], curve["survival"], where="post", color=colours[group], label=f"{group} (n={fit.n})")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("P(no Eureka yet), Kaplan-Meier")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
 
