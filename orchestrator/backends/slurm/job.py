@@ -57,7 +57,8 @@ class TrialChunk(submitit.helpers.Checkpointable):
                 statuses[trial.trial_id] = done
             else:
                 todo.append(trial)
-        for unit in seed_packs(todo, self.seeds_per_trial):
+        units = seed_packs(todo, self.seeds_per_trial) if self.seeds_per_trial > 1 else [[t] for t in todo]
+        for unit in units:  # without packs, in the chunk's own order
             if len(unit) == 1:
                 records = [execute_trial(store, unit[0], self.launch_id, max_retries=self.max_retries,
                                          num_threads=self.num_threads)]
