@@ -19,10 +19,11 @@ What differs from the sequential trainer on purpose:
 - The optimiser is one `torch.optim.AdamW` over the stacked tensors. AdamW's update is elementwise (moments, bias
   correction, decoupled decay), so members stay independent; all members share lr and step count, which a pack
   guarantees (same config, same steps). Per-member learning rates are not supported.
-- A member that diverges (loss NaN/inf or above `train.divergence_loss`) ends its curve at that step with status
-  "diverged", exactly as in the sequential trainer; from then on its gradients are zeroed and its weights restored
-  after every optimiser step, so it stays frozen and cannot disturb the others (their computations never mix
-  members anyway).
+- A member whose trial ends early leaves the stack: one that diverges (loss NaN/inf or above
+  `train.divergence_loss`) at that step, with status "diverged", and, with `train.stop_when_decided`, one whose
+  success is confirmed, at that eval; both exactly where its sequential trial would end. Its rows of the weights,
+  gradients and AdamW moments are dropped (`_retire`), so it cannot disturb the others (their computations never
+  mix members anyway) and the pack's cost per step shrinks to the members still undecided.
 - No checkpoints: `train.checkpoint_every` is ignored (identity=False, it never changes results). A pack killed
   mid-run simply reruns from the start.
 - Forward side effects (tensors a module stores on itself during forward, like the attention weights kept for the
@@ -61,7 +62,7 @@ EVAL_CHUNK = 8  # members per vmapped chunk when evaluating: bounds memory (K x 
 # Members per vmapped chunk in a training step; None: all at once (chunks of 8 measured no faster at K = 32).
 TRAIN_CHUNK: int | None = None
 Slot = tuple[nn.Module, str]  # a module attribute that forward writes (e.g. Attention.last_weights)
-StepHook = Callable[[int, dict[str, torch.Tensor]], None]  # (step, stacked params) after each optimiser step
+StepHook = Callable[[int, dict[str, torch.Tensor], list[int]], None]  # (step, stacked params, their members)
 
 
 class _ContiguousLinearInputs(TorchFunctionMode):
@@ -123,14 +124,11 @@ class SeedEnsemble:
         # only used as a per-member view for diagnostics (see _load_member).
         self.base = members[0].to(self.device)
         self.slots = forward_slots(self.base, lambda: self.base(self.val.inputs[:2]))
-        tc = config.train
-        self.optimizer = torch.optim.AdamW(
-            list(self.params.values()), lr=tc.lr, weight_decay=tc.weight_decay, fused=True
-        )
+        self.optimizer = self._new_optimizer(list(self.params.values()))
+        self.rows = list(range(self.K))  # the member in each row of the stacked tensors: the live ones, in order
         self.data = [torch.Generator().manual_seed(seed) for seed in seeds]  # each member's own training stream
         self.curves = [Curve() for _ in seeds]
         self.results: list[TrainResult | None] = [None] * self.K  # set when a member ends (diverged or done)
-        self.frozen: dict[int, dict[str, torch.Tensor]] = {}  # weights of diverged members, restored every step
         self.loss_sum = [0.0] * self.K
         self.n_losses = [0] * self.K
         self._train_call = torch.vmap(self._member_loss, in_dims=(0, 0, 0, 0), chunk_size=TRAIN_CHUNK)
@@ -147,9 +145,6 @@ class SeedEnsemble:
         if c.model.norm == "admin" and c.model.admin_init == "profile":
             model.admin_profile(self.val.inputs[:256])
         return model
-
-    def alive(self) -> list[int]:
-        return [k for k in range(self.K) if self.results[k] is None]
 
     # ---- vmapped calls (one member's view; vmap adds the leading K) ------------------------------------------
 
@@ -174,100 +169,107 @@ class SeedEnsemble:
 
     def train(self, after_step: StepHook | None = None) -> list[TrainResult]:
         tc = self.config.train
-        self.evaluate(0, self.alive())
-        batches: list[Batch | None] = [None] * self.K
+        self.evaluate(0)
         for step in range(1, tc.steps + 1):
             self.base.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule (a plain attribute)
-            for k in self.alive():  # a diverged member keeps its last batch: its loss is masked out
-                batches[k] = self.task.sample(tc.batch_size, self.data[k]).to(self.device)
-            losses = self._losses(batches)  # (K,)
+            batches = [self.task.sample(tc.batch_size, self.data[k]).to(self.device) for k in self.rows]
+            losses = self._losses(batches)  # (R,), one per live member
             values = losses.tolist()  # the one host read per step: divergence must stop at the step it happens
-            for k in self.alive():
-                if not math.isfinite(values[k]) or values[k] > tc.divergence_loss:
-                    self._diverge(k, step, values[k])
-            alive = self.alive()
-            if not alive:
+            diverged = [row for row, v in enumerate(values) if not math.isfinite(v) or v > tc.divergence_loss]
+            for row in diverged:
+                k = self.rows[row]
+                self.results[k] = TrainResult(self.curves[k], "diverged", step, extra={"diverged_loss": values[row]})
+            keep = [row for row in range(len(self.rows)) if row not in diverged]
+            if not keep:
                 break
             self.optimizer.zero_grad(set_to_none=True)
-            self._masked_total(losses, alive).backward()
-            self._freeze_diverged(grads=True)
+            # Each member's gradient is its own loss's gradient (members share no weight); a diverged member's
+            # NaN never enters the sum, and its rows leave the stack before the optimiser sees them.
+            live_total = losses.sum() if not diverged else losses[torch.tensor(keep, device=self.device)].sum()
+            live_total.backward()
+            if diverged:
+                self._retire(keep)
             self.optimizer.step()
-            self._freeze_diverged(grads=False)
-            for k in alive:
-                self.loss_sum[k] += values[k]
+            for row, k in enumerate(self.rows):
+                self.loss_sum[k] += values[keep[row]]
                 self.n_losses[k] += 1
             if due(step, tc.eval_every) or step == tc.steps:
-                self.evaluate(step, alive)
-                if step < tc.steps and self._all_decided(alive):
-                    for k in alive:
-                        self.results[k] = TrainResult(self.curves[k], "completed", step,
-                                                      extra={"stopped_when_decided": True})
-                    break
+                self.evaluate(step)
+                if step < tc.steps:
+                    self._retire_decided(step)
             if after_step is not None:
-                after_step(step, self.params)
-        for k in self.alive():
+                after_step(step, self.params, list(self.rows))
+            if not self.rows:
+                break
+        for k in self.rows:
             self.results[k] = TrainResult(self.curves[k], "completed", tc.steps)
         return [r for r in self.results if r is not None]
 
-    def _all_decided(self, alive: list[int]) -> bool:
-        """train.stop_when_decided: every live member confirmed its success (diverged ones are decided already)."""
+    def _retire_decided(self, step: int) -> None:
+        """train.stop_when_decided: a member whose success is confirmed ends here, as its sequential trial would,
+        and leaves the stack, so the pack's cost shrinks with every member decided."""
         tc, success = self.config.train, self.config.success
-        return all(decided(self.curves[k], success, self.direction, tc.stop_when_decided) for k in alive)
-
-    def _losses(self, batches: list[Batch | None]) -> torch.Tensor:
-        """Each member's mean cross-entropy on its own batch, (K,)."""
-        full = [b for b in batches if b is not None]  # every member has sampled at step 1
-        inputs = torch.stack([b.inputs for b in full])  # (K, B, T)
-        labels = torch.stack([b.labels for b in full])  # (K, B)
-        if self.config.task.embed_noise > 0:
-            noise = torch.stack([b.noise for b in full if b.noise is not None])  # (K, B, T, C)
-            return self._train_call(self.params, inputs, labels, noise)  # (K,)
-        return self._train_call_no_noise(self.params, inputs, labels, None)  # (K,)
-
-    def _masked_total(self, losses: torch.Tensor, alive: list[int]) -> torch.Tensor:
-        """Sum of the live members' losses: each member's gradient is its own loss's gradient (members share no
-        weight), and a diverged member's NaN never enters the sum."""
-        if len(alive) == self.K:
-            return losses.sum()
-        mask = torch.zeros(self.K, dtype=torch.bool, device=losses.device)
-        mask[alive] = True
-        return torch.where(mask, losses, torch.zeros_like(losses)).sum()
-
-    def _diverge(self, k: int, step: int, loss_value: float) -> None:
-        """End member k's trial as the sequential trainer does (curve so far, steps_run = this step), and keep its
-        current weights to restore after every later optimiser step."""
-        self.results[k] = TrainResult(self.curves[k], "diverged", step, extra={"diverged_loss": loss_value})
-        self.frozen[k] = {name: p.detach()[k].clone() for name, p in self.params.items()}
+        done = [row for row, k in enumerate(self.rows)
+                if decided(self.curves[k], success, self.direction, tc.stop_when_decided)]
+        for row in done:
+            k = self.rows[row]
+            self.results[k] = TrainResult(self.curves[k], "completed", step, extra={"stopped_when_decided": True})
+        if done:
+            self._retire([row for row in range(len(self.rows)) if row not in done])
 
     @torch.no_grad()
-    def _freeze_diverged(self, grads: bool) -> None:
-        """Zero the diverged members' gradients (before the step) or restore their weights (after it)."""
-        if not self.frozen:
+    def _retire(self, keep: list[int]) -> None:
+        """Keep only stack rows `keep`: weights, gradients and AdamW moments are sliced into new leaf tensors and a
+        new optimiser (same hyperparameters, same step count), so later steps cost only the live members."""
+        if not keep:  # the pack is done; train() ends the loop
+            self.rows = []
             return
-        dead = torch.tensor(sorted(self.frozen), device=self.device)
-        for name, p in self.params.items():
-            if grads:
-                if p.grad is not None:
-                    p.grad.index_fill_(0, dead, 0.0)
-            else:
-                p.index_copy_(0, dead, torch.stack([self.frozen[k][name] for k in sorted(self.frozen)]))
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        params = {}
+        for name, old in self.params.items():
+            params[name] = old.detach().index_select(0, index).requires_grad_(True)
+            if old.grad is not None:
+                params[name].grad = old.grad.index_select(0, index)
+        optimizer = self._new_optimizer(list(params.values()))
+        for name, old in self.params.items():
+            state = self.optimizer.state.get(old)
+            if state:  # exp_avg / exp_avg_sq have the member dimension; the step count is a scalar
+                optimizer.state[params[name]] = {
+                    key: value.index_select(0, index) if value.dim() > 0 else value.clone()
+                    for key, value in state.items()
+                }
+        self.params, self.optimizer = params, optimizer
+        self.rows = [self.rows[row] for row in keep]
+
+    def _new_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        tc = self.config.train
+        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
+
+    def _losses(self, batches: list[Batch]) -> torch.Tensor:
+        """Each live member's mean cross-entropy on its own batch, (R,)."""
+        inputs = torch.stack([b.inputs for b in batches])  # (R, B, T)
+        labels = torch.stack([b.labels for b in batches])  # (R, B)
+        if self.config.task.embed_noise > 0:
+            noise = torch.stack([b.noise for b in batches if b.noise is not None])  # (R, B, T, C)
+            return self._train_call(self.params, inputs, labels, noise)  # (R,)
+        return self._train_call_no_noise(self.params, inputs, labels, None)  # (R,)
 
     # ---- evaluation --------------------------------------------------------------------------------------------
 
-    def evaluate(self, step: int, members: list[int]) -> None:
-        """The sequential trainer's evaluation for each member: one vmapped pass over the fixed val set, then the
-        model's own diagnostics on a per-member view."""
+    def evaluate(self, step: int) -> None:
+        """The sequential trainer's evaluation for each live member: one vmapped pass over the fixed val set, then
+        the model's own diagnostics on a per-member view."""
         self.base.eval()
         with torch.no_grad():
-            logits, stored = self._eval_call(self.params, self.val.inputs, self.val.noise)  # (K, N, 10)
+            logits, stored = self._eval_call(self.params, self.val.inputs, self.val.noise)  # (R, N, 10)
         self.base.train()
         labels = self.val.labels  # (N,)
-        for k in members:
-            self._load_member(k, stored)
+        for row, k in enumerate(self.rows):
+            self._load_member(row, stored)
             entropies = layer_entropies(self.base)
             metrics = {
-                "val_acc": float((logits[k].argmax(-1) == labels).float().mean()),
-                "val_loss": float(F.cross_entropy(logits[k], labels)),
+                "val_acc": float((logits[row].argmax(-1) == labels).float().mean()),
+                "val_loss": float(F.cross_entropy(logits[row], labels)),
                 "train_loss": self.loss_sum[k] / self.n_losses[k] if self.n_losses[k] else math.nan,
                 "attn_entropy": sum(entropies.values()) / len(entropies),
                 **entropies,
@@ -278,21 +280,23 @@ class SeedEnsemble:
             self.contexts[k].report(step, metrics)
 
     @torch.no_grad()
-    def _load_member(self, k: int, stored: dict[int, torch.Tensor]) -> None:
-        """Make the template module look like member k (weights, gradients, forward side effects): views, no copy."""
+    def _load_member(self, row: int, stored: dict[int, torch.Tensor]) -> None:
+        """Make the template module look like the member in stack row `row` (weights, gradients, forward side
+        effects): views, no copy."""
         for name, p in self.base.named_parameters():
             stacked = self.params[name]
-            p.data = stacked.detach()[k]
-            p.grad = None if stacked.grad is None else stacked.grad[k]
+            p.data = stacked.detach()[row]
+            p.grad = None if stacked.grad is None else stacked.grad[row]
         for i, (m, name) in enumerate(self.slots):
             if i in stored:
-                setattr(m, name, stored[i][k])
+                setattr(m, name, stored[i][row])
 
 
 def run_seeds(config: EurekaConfig, seeds: list[int], contexts: list[TrialContext],
               after_step: StepHook | None = None) -> list[TrainResult]:
     """Train `seeds` of one config as a stacked ensemble; one TrainResult per seed, in order.
 
-    `after_step` (tests): called with the step and the stacked parameters after every optimiser step.
+    `after_step` (tests): called after every optimiser step with the step, the stacked parameters of the live
+    members and those members' positions in `seeds`.
     """
     return SeedEnsemble(config, seeds, contexts).train(after_step)

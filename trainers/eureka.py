@@ -102,8 +102,8 @@ class TrainConfig:
     stop_when_decided: int = param(
         0, ge=0, identity="unless_default",
         doc="stop once the success metric has met its threshold at this many consecutive evals (0 = train to "
-        "the end); a seed pack stops when every member has, or diverged. success and eureka_step are unchanged; "
-        "the curve ends at the stop",
+        "the end); in a seed pack each member stops on its own and leaves the stack. success and eureka_step are "
+        "unchanged; the curve ends at the stop",
     )
     device: Literal["auto", "cpu", "cuda"] = param(
         "auto", identity=False, doc="auto: CUDA when the trial's process sees a GPU, else CPU"
