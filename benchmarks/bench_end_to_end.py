@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_end_to_end.py                       # 192 trials each way (~1 h on 2 cores)
     .venv/bin/python benchmarks/bench_end_to_end.py --seq-seeds 8         # sequential on seeds 0-7 only
-    .venv/bin/python benchmarks/bench_end_to_end.py --k 16 --stop 3       # packs that stop once all are decided
+    .venv/bin/python benchmarks/bench_end_to_end.py --k 16 --stop 3       # members leave packs once decided
+    .venv/bin/python benchmarks/bench_end_to_end.py --stop 3 --modes vec seqstop   # vectorizing alone, both stopping
     .venv/bin/python benchmarks/bench_end_to_end.py --seeds 2 --lrs 1e-3 --steps 20 --k 2 --backend local --tiny
 
 Each mode is one `python -m orchestrator launch sweeps/robustness.yaml` into its own fresh run directory, with
@@ -10,8 +11,10 @@ Each mode is one `python -m orchestrator launch sweeps/robustness.yaml` into its
 from the analysis package (`analysis.summary.analyze_run`, what `orchestrator analyze` reports): success counts per
 kernel, Fisher's exact p (normsoftmax vs softmax) and the log-rank p of the time to Eureka. When the sequential run
 is smaller (`--seq-seeds`), the vectorized run is also analysed on the same trials, and the two runs' outcomes
-(success, eureka_step) are compared trial by trial. Trials per second are compared, so the ratio on the last line
-(vectorized / sequential throughput, in trial-steps per second) holds for runs of different sizes.
+(success, eureka_step) are compared trial by trial. `--stop N` sets `train.stop_when_decided` for the vectorized
+run; mode `seqstop` is the sequential run with the same N, so early stopping and vectorizing can be told apart.
+Trials per second are compared, so the ratios (vectorized / sequential throughput, in trial-steps per second)
+hold for runs of different sizes; the last line is vec over `seq` (or over `seqstop` when `seq` did not run).
 """
 
 from __future__ import annotations
@@ -101,19 +104,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stop", type=int, default=0,
                         help="train.stop_when_decided of the vectorized run (0: packs train to the end)")
     parser.add_argument("--backend", choices=["ray", "local"], default=None, help="default: the sweep's (ray)")
-    parser.add_argument("--modes", nargs="+", choices=["vec", "seq"], default=["vec", "seq"])
+    parser.add_argument("--modes", nargs="+", choices=["vec", "seq", "seqstop"], default=["vec", "seq"],
+                        help="vec: packs of --k (with --stop); seq: one trial at a time, no stop; seqstop: one trial "
+                        "at a time with --stop (default: vec seq)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model (smoke test of the script)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the run directories go (default: temp)")
     args = parser.parse_args(argv)
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_e2e_"))
     steps = args.steps or 2000
-    sizes = {"vec": args.seeds, "seq": args.seq_seeds or args.seeds}
+    sizes = {"vec": args.seeds, "seq": args.seq_seeds or args.seeds, "seqstop": args.seq_seeds or args.seeds}
     rates, tables = {}, {}
     for mode in args.modes:
         k = args.k if mode == "vec" else 1
         run_dir = work / f"e2e-{mode}"
-        stop = args.stop if mode == "vec" else 0
+        stop = 0 if mode == "seq" else args.stop
         wall = launch(run_dir, sizes[mode], args.lrs, k, args.steps, args.backend, args.tiny, stop)
         trials, curves = load(run_dir)
         tables[mode] = (trials, curves)
@@ -122,19 +127,23 @@ def main(argv: list[str] | None = None) -> None:
               f"({wall / 60:.2f} min); "
               f"statuses {trials['status'].astype(str).value_counts().to_dict()}", flush=True)
         print(f"  verdict: {describe(verdict(trials, curves))}", flush=True)
-    if set(tables) == {"vec", "seq"}:
+    baseline = next((mode for mode in ("seq", "seqstop") if mode in tables), None)
+    ratio = float("nan")
+    if "vec" in tables and baseline is not None:
         vec_trials, vec_curves = tables["vec"]
-        seq_trials, seq_curves = tables["seq"]
-        subset = vec_trials[vec_trials["seed"] < sizes["seq"]]
-        v_sub, v_seq = verdict(subset, vec_curves), verdict(seq_trials, seq_curves)
-        if sizes["seq"] != sizes["vec"]:
-            print(f"vec on the sequential run's seeds (0..{sizes['seq'] - 1}): {describe(v_sub)}")
-        print(f"same verdict (Fisher and log-rank on the same side of 0.05, same trials): {same_verdict(v_sub, v_seq)}")
-        print(f"per trial: {outcome_agreement(subset, seq_trials)}")
-        ratio = rates["vec"] / rates["seq"]
-    else:
-        ratio = float("nan")
-    print(f"ratio end to end (vectorized / sequential trial-steps per second): {ratio:.2f}x")
+        subset = vec_trials[vec_trials["seed"] < sizes[baseline]]
+        if sizes[baseline] != sizes["vec"]:
+            on_same = describe(verdict(subset, vec_curves))
+            print(f"vec on the sequential run's seeds (0..{sizes[baseline] - 1}): {on_same}")
+        for mode in ("seq", "seqstop"):
+            if mode not in tables:
+                continue
+            v_sub, v_seq = verdict(subset, vec_curves), verdict(*tables[mode])
+            print(f"vec vs {mode}: same verdict (Fisher and log-rank on the same side of 0.05, same trials): "
+                  f"{same_verdict(v_sub, v_seq)}; per trial: {outcome_agreement(subset, tables[mode][0])}; "
+                  f"throughput ratio {rates['vec'] / rates[mode]:.2f}x")
+        ratio = rates["vec"] / rates[baseline]
+    print(f"ratio end to end (vectorized / {baseline or 'sequential'} trial-steps per second): {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ Both are whole trials (setup, evals every 100 steps and the last step), with the
 machine is shared, so sequential and vectorized runs alternate within each round (order flipped every round) and
 the reported figure is the ratio of their summed times. Rates are given on wall time and on this process's CPU
 time (less sensitive to other jobs taking the cores). The last line is the ratio at the largest K.
+
+Before the table it prints the ceiling a pack can reach (Amdahl): the share of a sequential trial's CPU time spent
+in matrix multiplies, from torch's profiler. A pack does the same multiplies (batched), so unless its batched
+matmuls run faster per FLOP than the sequential trainer's, its speed-up is at most 1 / that share, however much
+per-op overhead it removes. The profiler's own per-op cost inflates the small ops, so the share is, if anything,
+underestimated and the ceiling generous.
 """
 
 from __future__ import annotations
@@ -37,6 +43,20 @@ def timed(fn: Any) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def matmul_share(config: Any, work: Path) -> float:
+    """Fraction of one sequential trial's CPU time (profiler self time) spent in matrix multiplies."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        TRAINER.run(config, 0, TrialContext(workdir=work / "profile"))
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in MATMULS) / total
 
 
 def bench_k(config: Any, k: int, seq_seeds: int, rounds: int, work: Path) -> dict[str, float]:
@@ -82,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.threads} thread(s), {args.rounds} interleaved rounds per K, {args.seq_seeds} sequential seeds/round")
     warm = build(TRAINER.config_class, {**overrides, "train": {**overrides["train"], "steps": 2}})
     bench_k(warm, 2, 1, 1, work)  # first-call costs (imports, allocator, kernels) out of the first K's figures
+    share = matmul_share(build(TRAINER.config_class, {**overrides, "train": {**overrides["train"], "steps": 60}}), work)
+    print(f"matrix multiplies: {share:.0%} of a sequential step's CPU time -> ceiling for any pack {1 / share:.2f}x "
+          "(Amdahl, at the sequential trainer's matmul speed)")
     print(f"{'K':>3}  {'seq member-steps/s':>18}  {'vec member-steps/s':>18}  {'ratio (wall)':>12}  "
           f"{'ratio (cpu)':>11}")
     ratio = 0.0

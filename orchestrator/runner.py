@@ -63,25 +63,26 @@ def execute_pack(
     max_retries: int = 0,
     num_threads: int = 1,
 ) -> list[TrialRecord]:
-    """Run trials that differ only in seed, vectorized when the trainer can (`run_seeds`), one record each.
+    """Run a seed pack (trials that differ only in seed and the trainer's `pack_varies` keys), vectorized when the
+    trainer can (`run_pack`), one record each.
 
     A pack that raises is run again member by member (each with its own retries and its own error), so a
     vectorization problem costs time, never results. A member's wall_s is the pack's wall time / pack size.
     """
     trainer = get_trainer(trials[0].trainer)
-    if len(trials) == 1 or not hasattr(trainer, "run_seeds"):
+    if len(trials) == 1 or not hasattr(trainer, "run_pack"):
         return [execute_trial(store, t, launch_id, max_retries=max_retries, num_threads=num_threads) for t in trials]
-    config = schema.build(trainer.config_class, trials[0].config)
+    configs = [schema.build(trainer.config_class, t.config) for t in trials]
     contexts = [TrialContext(workdir=store.trial_dir(t.trial_id), num_threads=num_threads) for t in trials]
     attempts = [store.mark_started(t.trial_id, launch_id) for t in trials]
     started_at, start = now_iso(), time.perf_counter()
     try:
-        results = trainer.run_seeds(config, [t.seed for t in trials], contexts)
+        results = trainer.run_pack(configs, [t.seed for t in trials], contexts)
     except Exception:  # fall back to sequential: each member then fails or succeeds on its own
         return [execute_trial(store, t, launch_id, max_retries=max_retries, num_threads=num_threads) for t in trials]
     share = (time.perf_counter() - start) / len(trials)
     records = []
-    for trial, attempt, result in zip(trials, attempts, results, strict=True):
+    for trial, attempt, result, config in zip(trials, attempts, results, configs, strict=True):
         record = _result_record(trial, launch_id, attempt, started_at, share, result, trainer, config)
         store.write_record(record)
         records.append(record)
@@ -89,15 +90,29 @@ def execute_pack(
 
 
 def seed_packs(trials: list[TrialSpec], size: int) -> list[list[TrialSpec]]:
-    """Group trials whose configs are identical (they differ only in seed) into packs of at most `size`."""
+    """Group trials whose configs are identical but for the seed and the trainer's `pack_varies` keys (e.g. the
+    Eureka trainer's train.lr) into packs of at most `size`, each pack in (config, seed) order."""
+    if size <= 1:
+        return [[trial] for trial in trials]
     groups: dict[str, list[TrialSpec]] = {}
     for trial in trials:
-        groups.setdefault(trial.trainer + canonical_json(trial.config), []).append(trial)
+        varies = getattr(get_trainer(trial.trainer), "pack_varies", ())
+        groups.setdefault(trial.trainer + canonical_json(_without(trial.config, varies)), []).append(trial)
     packs = []
     for members in groups.values():
-        members.sort(key=lambda t: t.seed)
+        members.sort(key=lambda t: (canonical_json(t.config), t.seed))
         packs.extend(members[i: i + size] for i in range(0, len(members), size))
     return packs
+
+
+def _without(config: dict[str, Any], dotted_keys: tuple[str, ...]) -> dict[str, Any]:
+    """The config with `section.key` entries removed (a copy; the trial's own config is untouched)."""
+    out = {section: dict(values) if isinstance(values, dict) else values for section, values in config.items()}
+    for dotted in dotted_keys:
+        section, key = dotted.split(".", 1)
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
 
 
 def failed_record(trial: TrialSpec, launch_id: str, error: str, attempt: int, started_at: str,

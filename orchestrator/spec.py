@@ -129,7 +129,8 @@ class BackendConfig:
     max_retries: int = param(1, ge=0, doc="times a trial that raised is retried before it is recorded as failed")
     max_concurrent: int | None = param(None, ge=1, doc="cap on trials running at once; none: as resources allow")
     seeds_per_trial: int = param(1, ge=1, doc="train up to this many seeds of one config together in one process, "
-                                               "vectorized where the trainer supports it (one record each)")
+                                               "vectorized where the trainer supports it (one record each); the "
+                                               "Eureka trainer's packs may also mix train.lr values")
     wait: bool = param(False, doc="cluster backends: block until every trial has a record (launch --wait)")
     slurm: SlurmConfig = section(SlurmConfig)
 

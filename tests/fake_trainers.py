@@ -12,7 +12,7 @@ from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param
 class FakeTrain:
     steps: int = param(3, ge=1)
     fail_times: int = param(0, ge=0, doc="raise on the first N attempts of each trial")
-    pack_fails: bool = param(False, doc="run_seeds raises (the runner must fall back to one by one)")
+    pack_fails: bool = param(False, doc="run_pack raises (the runner must fall back to one by one)")
     diverge_at: int = param(0, ge=0, doc="report NaN and stop at this step (0: never)")
     checkpoint_every: int = param(1, ge=1, identity=False)
 
@@ -44,11 +44,12 @@ class FakeTrainer:
         return TrainResult(curve, "completed", config.train.steps)
 
 
-    def run_seeds(self, config: FakeConfig, seeds: list[int], contexts: list[TrialContext]) -> list[TrainResult]:
+    def run_pack(self, configs: list[FakeConfig], seeds: list[int],
+                 contexts: list[TrialContext]) -> list[TrainResult]:
         """The vectorized path: marks each result so tests can tell which path ran."""
-        if config.train.pack_fails:
+        if configs[0].train.pack_fails:
             raise RuntimeError("vectorized path broken")
-        results = [self.run(config, seed, ctx) for seed, ctx in zip(seeds, contexts, strict=True)]
+        results = [self.run(c, seed, ctx) for c, seed, ctx in zip(configs, seeds, contexts, strict=True)]
         for result in results:
             result.extra["pack"] = len(seeds)
         return results

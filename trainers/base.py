@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 Direction = Literal["max", "min"]
 TrialStatus = Literal["completed", "failed", "diverged"]
+Device = Literal["auto", "cpu", "cuda"]
 
 
 def param(
@@ -42,6 +43,15 @@ def param(
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def device_param() -> Any:
+    """`train.device`, the same key in every trainer that can use a GPU (declare it as `device: Device`)."""
+    return param(
+        "auto", identity=False,
+        doc="auto: CUDA when the trial's process sees a GPU, else CPU. Data is drawn on the CPU from the trial's own "
+        "generator and the model is built on the CPU, so the seed means the same on any device",
+    )
 
 
 def section(cls: type) -> Any:
@@ -99,6 +109,11 @@ class TrialContext:
 
 
 class Trainer(Protocol):
+    """What every trainer has. A trainer that can train several trials in one process (a seed pack) also has
+    `run_pack(configs, seeds, contexts) -> list[TrainResult]` (one result per trial, in order; raise
+    NotImplementedError for a pack it cannot vectorize and the orchestrator runs the trials one by one) and may
+    declare `pack_varies`, the config keys besides the seed that may differ inside a pack (e.g. ("train.lr",))."""
+
     name: str
     config_class: type  # the root dataclass of the schema
     metric_directions: dict[str, Direction]
@@ -143,6 +158,12 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but torch sees no GPU on this host; use 'auto' or 'cpu'")
     return torch.device(name)
+
+
+def to_device(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Tensors moved to the trial's device. Data is drawn on the CPU from the trial's own generator (the same stream
+    on any device) and moved afterwards."""
+    return tuple(t.to(device, non_blocking=True) for t in tensors)
 
 
 def best_and_final(values: list[float], direction: Direction) -> tuple[float | None, float | None]:

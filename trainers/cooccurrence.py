@@ -18,7 +18,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from trainers.base import (
+    Curve,
+    Device,
+    SuccessConfig,
+    TrainResult,
+    TrialContext,
+    device_param,
+    param,
+    resolve_device,
+    section,
+    to_device,
+)
 from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 
 MU1, MU2, MU3 = 0, 1, 2  # the special tokens; tokens 3..d-1 are fillers
@@ -57,6 +68,7 @@ class CooccurrenceTrain:
     checkpoint_every: int = param(
         0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
     )
+    device: Device = device_param()
 
 
 @dataclass
@@ -137,11 +149,13 @@ class CooccurrenceTrainer:
     def run(self, config: CooccurrenceConfig, seed: int, ctx: TrialContext) -> TrainResult:
         torch.set_num_threads(ctx.num_threads)
         task, tc = config.task, config.train
-        torch.manual_seed(seed)  # model init
-        model = CooccurrenceNet(task.vocab, config.model.m, config.model.m1, config.model.init_std)
+        device = resolve_device(tc.device)
+        torch.manual_seed(seed)  # model init, on the CPU: the same weights on any device
+        model = CooccurrenceNet(task.vocab, config.model.m, config.model.m1, config.model.init_std).to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr)  # plain full-batch gradient descent
-        tokens, labels, kinds = sample(task, task.n, torch.Generator().manual_seed(seed))
-        val_tokens, val_labels, _ = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
+        tokens, labels, kinds = to_device(device, *sample(task, task.n, torch.Generator().manual_seed(seed)))
+        val = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
+        val_tokens, val_labels, _ = to_device(device, *val)
         curve, t1, start = Curve(), None, 0
         trial = fingerprint(config, seed)
         state = resume_state(ctx.workdir, tc.checkpoint_every, trial)

@@ -19,7 +19,18 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from trainers.base import (
+    Curve,
+    Device,
+    SuccessConfig,
+    TrainResult,
+    TrialContext,
+    device_param,
+    param,
+    resolve_device,
+    section,
+    to_device,
+)
 from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 from trainers.model import Encoder, ModelConfig, Norm, layer_entropies, output_change, qkv_grad_norms
 
@@ -61,6 +72,7 @@ class DepthTrain:
     checkpoint_every: int = param(
         0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
     )
+    device: Device = device_param()
 
 
 @dataclass
@@ -100,9 +112,11 @@ class DepthTrainer:
         torch.set_num_threads(ctx.num_threads)
         task, tc = config.task, config.train
         L = task.length
-        torch.manual_seed(seed)  # model init
-        model = Encoder(config.model, task.vocab + 1, 2 * L, task.vocab, readout="all")
-        val_inputs, val_targets = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
+        device = resolve_device(tc.device)
+        torch.manual_seed(seed)  # model init, on the CPU: the same weights on any device
+        model = Encoder(config.model, task.vocab + 1, 2 * L, task.vocab, readout="all").to(device)
+        val = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
+        val_inputs, val_targets = to_device(device, *val)
         if config.model.norm == "admin" and config.model.admin_init == "profile":
             model.admin_profile(val_inputs[:128])
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=True)
@@ -149,7 +163,7 @@ class DepthTrainer:
         if start == 1:
             evaluate(0)
         for step in range(start, tc.steps + 1):
-            loss, _ = loss_and_logits(*sample(task, tc.batch_size, data))
+            loss, _ = loss_and_logits(*to_device(device, *sample(task, tc.batch_size, data)))
             loss_value = loss.item()
             if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
                 return TrainResult(curve, "diverged", step, extra={"diverged_loss": loss_value})

@@ -17,8 +17,8 @@ sequential): members match step by step over the first steps only, and the compa
 
 What differs from the sequential trainer on purpose:
 - The optimiser is one `torch.optim.AdamW` over the stacked tensors. AdamW's update is elementwise (moments, bias
-  correction, decoupled decay), so members stay independent; all members share lr and step count, which a pack
-  guarantees (same config, same steps). Per-member learning rates are not supported.
+  correction, decoupled decay), so members stay independent; all members share the step count (same steps). A
+  pack may sweep the learning rate: each member then moves by its own lr (`_optimizer_step`).
 - A member whose trial ends early leaves the stack: one that diverges (loss NaN/inf or above
   `train.divergence_loss`) at that step, with status "diverged", and, with `train.stop_when_decided`, one whose
   success is confirmed, at that eval; both exactly where its sequential trial would end. Its rows of the weights,
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -101,14 +102,23 @@ def forward_slots(model: nn.Module, probe: Callable[[], Any]) -> list[Slot]:
 class SeedEnsemble:
     """K members of one Eureka config (one per seed), trained together; `train()` returns one result per seed."""
 
-    def __init__(self, config: EurekaConfig, seeds: list[int], contexts: list[TrialContext]) -> None:
+    def __init__(self, config: EurekaConfig, seeds: list[int], contexts: list[TrialContext],
+                 lrs: list[float] | None = None) -> None:
         check_vectorizable(config)
         torch.set_num_threads(contexts[0].num_threads if contexts else 1)
         if len(seeds) != len(contexts) or not seeds:
             raise ValueError(f"{len(seeds)} seeds and {len(contexts)} contexts: need one context per seed")
+        if lrs is not None and len(lrs) != len(seeds):
+            raise ValueError(f"{len(lrs)} learning rates for {len(seeds)} seeds: need one per member")
         self.config, self.seeds, self.contexts = config, seeds, contexts
         self.K = len(seeds)
         self.device = resolve_device(config.train.device)
+        # Per-member learning rates (lr swept inside the pack), as a (K,) tensor; None when all share train.lr,
+        # which keeps the plain AdamW step (see _optimizer_step).
+        self.member_lrs = (None if lrs is None or len(set(lrs)) == 1
+                           else torch.tensor(lrs, dtype=torch.float32, device=self.device))
+        if lrs is not None and self.member_lrs is None:
+            self.config = replace(config, train=replace(config.train, lr=lrs[0]))
         self.direction = EurekaTrainer.metric_directions.get(config.success.metric, "max")
         self.task: TokenTask = build_task(config.task, config.model.width)  # type: ignore[assignment]
         self.val: Batch = self.task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED), "val")
@@ -189,7 +199,7 @@ class SeedEnsemble:
             live_total.backward()
             if diverged:
                 self._retire(keep)
-            self.optimizer.step()
+            self._optimizer_step()
             for row, k in enumerate(self.rows):
                 self.loss_sum[k] += values[keep[row]]
                 self.n_losses[k] += 1
@@ -240,10 +250,31 @@ class SeedEnsemble:
                 }
         self.params, self.optimizer = params, optimizer
         self.rows = [self.rows[row] for row in keep]
+        if self.member_lrs is not None:
+            self.member_lrs = self.member_lrs.index_select(0, index)
 
     def _new_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
         tc = self.config.train
-        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
+        lr = tc.lr if self.member_lrs is None else 1.0  # per-member rates are applied in _optimizer_step
+        return torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay, fused=True)
+
+    def _optimizer_step(self) -> None:
+        """One AdamW step; with per-member learning rates, each member moves by its own lr.
+
+        torch's AdamW takes one lr per parameter group, and a stacked tensor holds every member. Its update is linear
+        in lr (the moments do not depend on it): p <- p - lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p). So
+        the step runs with lr = 1, which yields the bracket, and each member's row is then moved by its own lr along
+        it: p = p_before + lr_k * (p_lr1 - p_before). Equal to a per-member AdamW up to rounding.
+        """
+        if self.member_lrs is None:
+            self.optimizer.step()
+            return
+        before = {name: p.detach().clone() for name, p in self.params.items()}
+        self.optimizer.step()
+        with torch.no_grad():
+            for name, p in self.params.items():
+                lr = self.member_lrs.view(-1, *[1] * (p.dim() - 1))  # (R, 1, ...): broadcast over the member's row
+                p.sub_(before[name]).mul_(lr).add_(before[name])
 
     def _losses(self, batches: list[Batch]) -> torch.Tensor:
         """Each live member's mean cross-entropy on its own batch, (R,)."""
@@ -293,10 +324,11 @@ class SeedEnsemble:
 
 
 def run_seeds(config: EurekaConfig, seeds: list[int], contexts: list[TrialContext],
-              after_step: StepHook | None = None) -> list[TrainResult]:
-    """Train `seeds` of one config as a stacked ensemble; one TrainResult per seed, in order.
+              after_step: StepHook | None = None, lrs: list[float] | None = None) -> list[TrainResult]:
+    """Train `seeds` of one config as a stacked ensemble; one TrainResult per seed, in order. `lrs`: one learning
+    rate per member instead of config.train.lr (the pack sweeps lr).
 
     `after_step` (tests): called after every optimiser step with the step, the stacked parameters of the live
     members and those members' positions in `seeds`.
     """
-    return SeedEnsemble(config, seeds, contexts).train(after_step)
+    return SeedEnsemble(config, seeds, contexts, lrs).train(after_step)

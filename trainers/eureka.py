@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -29,10 +29,12 @@ from torch import nn
 
 from trainers.base import (
     Curve,
+    Device,
     SuccessConfig,
     TrainResult,
     TrialContext,
     decided,
+    device_param,
     param,
     resolve_device,
     section,
@@ -105,9 +107,7 @@ class TrainConfig:
         "the end); in a seed pack each member stops on its own and leaves the stack. success and eureka_step are "
         "unchanged; the curve ends at the stop",
     )
-    device: Literal["auto", "cpu", "cuda"] = param(
-        "auto", identity=False, doc="auto: CUDA when the trial's process sees a GPU, else CPU"
-    )
+    device: Device = device_param()
 
 
 @dataclass
@@ -225,6 +225,7 @@ def build_task(config: TaskConfig, width: int) -> TokenTask | ImageEureka:
 class EurekaTrainer:
     name = "eureka"
     config_class = EurekaConfig
+    pack_varies = ("train.lr",)  # config keys besides the seed that may differ inside a seed pack (run_pack)
     metric_directions = {
         "val_acc": "max",
         "val_loss": "min",
@@ -309,12 +310,18 @@ class EurekaTrainer:
                 })  # fmt: skip
         return TrainResult(curve, "completed", tc.steps)
 
-    def run_seeds(self, config: EurekaConfig, seeds: list[int], contexts: list[TrialContext]) -> list[TrainResult]:
-        """The seeds of one config trained together as a stacked ensemble (trainers/ensemble.py); raises
-        NotImplementedError for what it does not cover, and the orchestrator then runs the seeds one by one."""
+    def run_pack(self, configs: list[EurekaConfig], seeds: list[int],
+                 contexts: list[TrialContext]) -> list[TrainResult]:
+        """Trials whose configs differ at most in seed and `pack_varies`, trained together as a stacked ensemble
+        (trainers/ensemble.py); raises NotImplementedError for what it does not cover, and the orchestrator then
+        runs the trials one by one."""
         from trainers.ensemble import run_seeds  # imports this module
 
-        return run_seeds(config, seeds, contexts)
+        shared = replace(configs[0], train=replace(configs[0].train, lr=0.0))
+        for config in configs[1:]:
+            if replace(config, train=replace(config.train, lr=0.0)) != shared:
+                raise NotImplementedError("a pack's configs may differ only in seed and train.lr")
+        return run_seeds(configs[0], seeds, contexts, lrs=[c.train.lr for c in configs])
 
 
 TRAINER = EurekaTrainer()

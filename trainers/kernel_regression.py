@@ -18,7 +18,18 @@ from typing import Literal
 
 import torch
 
-from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from trainers.base import (
+    Curve,
+    Device,
+    SuccessConfig,
+    TrainResult,
+    TrialContext,
+    device_param,
+    param,
+    resolve_device,
+    section,
+    to_device,
+)
 from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 from trainers.model import attention_entropy, gaussian_kernel, softmax_kernel
 
@@ -70,6 +81,7 @@ class RegressionTrain:
     checkpoint_every: int = param(
         0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
     )
+    device: Device = device_param()
 
 
 @dataclass
@@ -150,7 +162,10 @@ class KernelRegressionTrainer:
         task, tc = config.task, config.train
         torch.manual_seed(seed)  # student init
         model = AttentionLayer(task.dim, config.model.kernel, config.model.init_std, config.model.gaussian_normalize)
-        x, y = make_data(task, seed, student=model, trained=TRAINED[tc.trainable])
+        x, y = make_data(task, seed, student=model, trained=TRAINED[tc.trainable])  # on the CPU, then moved
+        device = resolve_device(tc.device)
+        model = model.to(device)
+        x, y = to_device(device, x, y)
         trained = [getattr(model, name) for name in TRAINED[tc.trainable]]
         for p in model.parameters():
             p.requires_grad_(any(p is t for t in trained))

@@ -143,6 +143,21 @@ def test_a_nan_member_leaves_the_stack_without_disturbing_the_others(tmp_path: P
     assert live[10] == ([0, 1, 2], 3) and live[11] == ([0, 2], 2) and live[40] == ([0, 2], 2)
 
 
+def test_a_pack_may_sweep_the_learning_rate_and_each_member_keeps_its_own(tmp_path: Path) -> None:
+    """Members with different train.lr (three lrs, two seeds each) equal the sequential trainer at their own lr, and
+    the trainer's run_pack takes such a pack but refuses configs that differ in anything else."""
+    lrs, seeds = [3e-4, 3e-4, 1e-3, 1e-3, 3e-3, 3e-3], [0, 1, 0, 1, 0, 1]
+    configs = [config({"train": {"lr": lr}}) for lr in lrs]
+    vec = TRAINER.run_pack(configs, seeds, contexts(tmp_path, len(seeds)))
+    finals = []
+    for cfg, seed, result in zip(configs, seeds, vec, strict=True):
+        assert_same_trial(result, TRAINER.run(cfg, seed, TrialContext(workdir=tmp_path / "seq")), seed)
+        finals.append(result.curve.metrics["val_loss"][-1])
+    assert len({round(v, 4) for v in finals}) == len(finals)  # the lrs really differ in effect
+    with pytest.raises(NotImplementedError, match=r"differ only in seed and train\.lr"):
+        TRAINER.run_pack([config(), config({"model": {"kernel": "normsoftmax"}})], [0, 1], contexts(tmp_path, 2))
+
+
 def test_stacked_adamw_updates_each_member_as_its_own_adamw() -> None:
     """torch's AdamW (fused, as the trainers use it) on (K, ...) tensors = K separate AdamWs on the slices, and
     changing one member's gradients changes no other member's update: every op of the update is elementwise."""
@@ -191,6 +206,19 @@ def test_image_task_is_not_vectorized_and_falls_back_to_sequential(tmp_path: Pat
     assert [(r.status, r.steps_run, r.seed) for r in records] == [("completed", 3, 0), ("completed", 3, 1)]
 
 
+def test_seed_packs_mix_the_eureka_trainers_learning_rates_and_nothing_else() -> None:
+    from orchestrator.runner import seed_packs
+
+    def trial(seed: int, lr: float, kernel: str = "softmax") -> TrialSpec:
+        cfg = {**SMALL, "train": {**SMALL["train"], "lr": lr}, "model": {**SMALL["model"], "kernel": kernel}}
+        return TrialSpec(f"{kernel}-{lr}-{seed}", "eureka", seed, cfg, {"seed": seed})
+
+    trials = [trial(s, lr) for lr in (3e-3, 1e-3) for s in (1, 0)] + [trial(0, 1e-3, "normsoftmax")]
+    packs = seed_packs(trials, 3)
+    assert [[t.trial_id for t in p] for p in packs] == [
+        ["softmax-0.001-0", "softmax-0.001-1", "softmax-0.003-0"], ["softmax-0.003-1"], ["normsoftmax-0.001-0"]]
+
+
 def test_the_eureka_trainer_vectorizes_packs_through_the_runner(tmp_path: Path) -> None:
     trials = [TrialSpec(f"tok{seed}", "eureka", seed, {**SMALL, "train": {**SMALL["train"], "steps": 20}},
                         {"seed": seed}) for seed in (0, 1)]
@@ -200,6 +228,15 @@ def test_the_eureka_trainer_vectorizes_packs_through_the_runner(tmp_path: Path) 
         seq = TRAINER.run(cfg, record.seed, TrialContext(workdir=tmp_path / "seq"))
         assert record.status == "completed" and record.curve["steps"] == seq.curve.steps
         assert record.final["val_loss"] == pytest.approx(seq.curve.metrics["val_loss"][-1], abs=ABS_TOL)
+    assert records[0].wall_s == records[1].wall_s  # one pack: each member carries its share (sequential would differ)
+    mixed = [TrialSpec(f"lr{lr}", "eureka", 0, {**SMALL, "train": {**SMALL["train"], "steps": 20, "lr": lr}},
+                       {"train.lr": lr}) for lr in (1e-3, 3e-3)]
+    records = execute_pack(RunStore(tmp_path / "mixed"), mixed, "L1")
+    for record, lr in zip(records, (1e-3, 3e-3), strict=True):
+        assert record.config["train"]["lr"] == lr  # each member's record carries its own config
+        seq = TRAINER.run(config({"train": {"steps": 20, "lr": lr}}), 0, TrialContext(workdir=tmp_path / "seq"))
+        assert record.final["val_loss"] == pytest.approx(seq.curve.metrics["val_loss"][-1], abs=ABS_TOL)
+    assert records[0].wall_s == records[1].wall_s
 
 
 @pytest.mark.parametrize(
@@ -208,6 +245,8 @@ def test_the_eureka_trainer_vectorizes_packs_through_the_runner(tmp_path: Path) 
         ("bench_vectorize.py", ["--steps", "4", "--ks", "1", "2", "--rounds", "1", "--tiny"]),
         ("bench_end_to_end.py", ["--seeds", "2", "--lrs", "1e-3", "--steps", "20", "--k", "2", "--stop", "2",
                                  "--backend", "local", "--tiny"]),
+        ("bench_gpu.py", ["--gpus", "0", "--backend", "local", "--tiny", "--steps", "20", "--k", "2",
+                          "--packs-per-gpu", "2", "--single-trials", "2", "--pack-trials", "4"]),
     ],
 )
 def test_benchmark_scripts_print_their_ratio_last(tmp_path: Path, script: str, args: list[str]) -> None:

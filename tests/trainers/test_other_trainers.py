@@ -73,8 +73,42 @@ def test_every_trainer_is_registered_with_documented_defaults_and_the_shared_key
     assert {"train.steps", "train.lr", "train.eval_every", "success.metric", "success.threshold"} <= set(keys)
     assert keys["train.checkpoint_every"].default == 0  # off unless asked for
     assert keys["train.checkpoint_every"].metadata["identity"] is False  # never changes a trial's id
+    assert keys["train.device"].default == "auto" and keys["train.device"].metadata["identity"] is False
     defaults = build(trainer.config_class, {})  # a config of {} is the study's default
     assert defaults.success.metric in trainer.metric_directions
+
+
+SMALL_RUNS = {  # a few steps of each trainer, two evals
+    "eureka": {"task": {"val_size": 64}, "model": {"depth": 1, "width": 16, "heads": 2},
+               "train": {"steps": 6, "batch_size": 16, "eval_every": 3}},
+    "cooccurrence": {"task": {"n": 12, "val_size": 50}, "model": {"m": 16, "m1": 8},
+                     "train": {"steps": 6, "eval_every": 3}},
+    "kernel_regression": {"task": {"n_samples": 4, "seq_len": 4, "dim": 4}, "train": {"steps": 6, "eval_every": 3}},
+    "depth": {"task": {"length": 4, "vocab": 6, "val_size": 32}, "model": {"depth": 2, "width": 16, "heads": 2},
+              "train": {"steps": 6, "batch_size": 8, "eval_every": 3}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_RUNS))
+def test_train_device_puts_every_trainer_on_the_gpu_when_there_is_one(name: str, tmp_path: Path) -> None:
+    """auto is the CPU here (the same curve as an explicit cpu) and cuda is a one-line error; on a GPU machine auto
+    and cuda train there, to the same eval steps, with the CPU run's metrics up to GPU rounding."""
+    overrides = SMALL_RUNS[name]
+
+    def on(device: str, sub: str) -> TrainResult:
+        return run(name, {**overrides, "train": {**overrides["train"], "device": device}}, tmp_path / sub)
+
+    cpu = on("cpu", "cpu")
+    assert cpu.status == "completed" and cpu.curve.steps == [0, 3, 6]
+    if not torch.cuda.is_available():
+        assert on("auto", "auto").curve.to_dict() == cpu.curve.to_dict()
+        with pytest.raises(RuntimeError, match=r"train\.device is 'cuda' but torch sees no GPU"):
+            on("cuda", "cuda")
+        return
+    gpu = on("auto", "auto")
+    assert gpu.status == "completed" and gpu.curve.steps == cpu.curve.steps
+    for metric, values in cpu.curve.metrics.items():
+        assert gpu.curve.metrics[metric] == pytest.approx(values, rel=1e-2, abs=1e-3, nan_ok=True), metric
 
 
 def test_cooccurrence_labels_types_and_common_token() -> None:

@@ -27,9 +27,9 @@ TABLES_LOCK = "slurm/tables.lock"
 class TrialChunk(submitit.helpers.Checkpointable):
     """Run `trials` in order, skipping finished ones; returns {trial_id: status} for the task's result pickle.
 
-    With `seeds_per_trial` > 1 the unfinished trials that differ only in seed train as vectorized packs (the same
-    `execute_pack` the other backends use); a pack cut by a requeue starts again, smaller, without its finished
-    members."""
+    With `seeds_per_trial` > 1 the unfinished trials that differ only in seed (and the trainer's `pack_varies`)
+    train as vectorized packs (the same `execute_pack` the other backends use); a pack cut by a requeue starts
+    again, smaller, without its finished members."""
 
     def __init__(self, run_dir: str, trials: list[dict[str, Any]], launch_id: str, *, max_retries: int,
                  num_threads: int, trainer_registry: dict[str, str], seeds_per_trial: int = 1) -> None:
