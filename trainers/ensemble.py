@@ -190,7 +190,8 @@ class SeedEnsemble:
                 k = self.rows[row]
                 self.results[k] = TrainResult(self.curves[k], "diverged", step, extra={"diverged_loss": values[row]})
             keep = [row for row in range(len(self.rows)) if row not in diverged]
-            if not keep:
+            if not keep:  # the last live members diverged: nothing left to train
+                self.rows = []
                 break
             self.optimizer.zero_grad(set_to_none=True)
             # Each member's gradient is its own loss's gradient (members share no weight); a diverged member's

@@ -118,6 +118,16 @@ def test_diverging_members_end_like_sequential_trials_and_the_rest_go_on(tmp_pat
         assert_same_trial(a, b, seed)
 
 
+def test_a_pack_whose_members_all_diverge_reports_every_one_diverged(tmp_path: Path) -> None:
+    """The last live members diverging ends the pack with their own steps, not as completed."""
+    cfg = config({"train": {"steps": 10, "lr": 1.0, "divergence_loss": 3.0, "eval_every": 2}})
+    seeds = [0, 1, 2]
+    seq = [TRAINER.run(cfg, seed, TrialContext(workdir=tmp_path / "seq")) for seed in seeds]
+    assert {r.status for r in seq} == {"diverged"}, "the config must diverge every seed for this test to mean anything"
+    vec = run_seeds(cfg, seeds, contexts(tmp_path, 3))
+    assert [(r.status, r.steps_run) for r in vec] == [(r.status, r.steps_run) for r in seq]
+
+
 def test_a_nan_member_leaves_the_stack_without_disturbing_the_others(tmp_path: Path) -> None:
     """Member 1's weights are set to NaN after step 10: it ends as diverged at step 11 with its curve up to step 10,
     its rows leave the stack, and the other members' curves are bitwise those of the undisturbed pack."""
