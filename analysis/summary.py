@@ -24,13 +24,14 @@ from analysis.load import (
     tables_exist,
 )
 from analysis.success import IntervalMethod, LogisticFit, fit_logistic, success_probability
-from analysis.survival import KaplanMeier, kaplan_meier_by_group, time_to_eureka
+from analysis.survival import STOPPED_COLUMN, KaplanMeier, kaplan_meier_by_group, time_to_eureka
 
 AUTO = "auto"
 DEFAULT_GROUP = "model.kernel"
 DEFAULT_PARAM = "train.lr"
 DEFAULT_METRIC = "val_acc"
 TRIAL_COLUMNS = ("trial_id", "status", "success", "eureka_step", "steps_run", "train.steps", "success.metric")
+OPTIONAL_TRIAL_COLUMNS = (STOPPED_COLUMN,)  # read when the run has them
 
 
 @dataclass
@@ -68,7 +69,8 @@ def analyze_run(
         rebuild_tables_if_possible(run_dir)
     trial_names = set(available_columns(run_dir / TRIALS_FILE)) if (run_dir / TRIALS_FILE).is_file() else set()
     group_by = _resolve_group(group_by, trial_names)
-    wanted = [c for c in (*TRIAL_COLUMNS, group_by, param if param != AUTO else DEFAULT_PARAM) if c in trial_names]
+    wanted = [c for c in (*TRIAL_COLUMNS, *OPTIONAL_TRIAL_COLUMNS, group_by, param if param != AUTO else DEFAULT_PARAM)
+              if c in trial_names]
     trials = read_trials(run_dir, wanted)
     metric = metric or _trainer_metric(trials)
     curves = read_curves(run_dir, [metric])

@@ -24,6 +24,9 @@ from analysis.eureka import LEARNED
 from analysis.groups import COMPLETED, group_labels
 
 BandMethod = Literal["log-log", "linear"]
+# The trials-table column of a record's extra["stopped_when_decided"] (trainers.base.STOPPED_WHEN_DECIDED): the trial
+# stopped once its success was confirmed (train.stop_when_decided).
+STOPPED_COLUMN = "extra_stopped_when_decided"
 
 
 def time_to_eureka(
@@ -38,6 +41,11 @@ def time_to_eureka(
     With `detections` (from `detect_eureka`) the event is the detected jump (outcome eureka or no_plateau) and
     trials without a measurable curve are left out; without, it is the trainer's threshold-based `eureka_step`.
     Trials without an event are censored at their step budget (`budget_column`, else `steps_run`).
+
+    A trial stopped once decided (`train.stop_when_decided`) ends a few evals after its jump, often too soon for the
+    detector to measure its curve (or to see a plateau before it). Its event is certain, the threshold was met and
+    confirmed, so when the detector finds no jump in it, its event is at its threshold-based `eureka_step`: an
+    early stop never removes a success from the time-to-event data.
     """
     completed = trials[trials["status"].astype(str) == COMPLETED]
     budget_name = budget_column if budget_column in completed.columns else "steps_run"
@@ -53,6 +61,9 @@ def time_to_eureka(
         measured = found["eureka_outcome"].notna().to_numpy() & (found["eureka_outcome"] != "too_short").to_numpy()
         event = found["eureka_outcome"].isin(LEARNED).to_numpy()
         step = found["eureka_step"].to_numpy(dtype=np.float64, na_value=np.nan)
+        threshold_step = completed["eureka_step"].to_numpy(dtype=np.float64, na_value=np.nan)
+        settled = _stopped_when_decided(completed) & ~(measured & event) & np.isfinite(threshold_step)
+        measured, event, step = measured | settled, event | settled, np.where(settled, threshold_step, step)
     else:
         measured = np.ones(len(frame), dtype=bool)
         step = completed["eureka_step"].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -60,6 +71,12 @@ def time_to_eureka(
     frame["event"] = event
     frame["time"] = np.where(event, np.minimum(step, frame["budget"]), frame["budget"])
     return frame[measured].reset_index(drop=True)
+
+
+def _stopped_when_decided(trials: pd.DataFrame) -> np.ndarray:
+    if STOPPED_COLUMN not in trials.columns:
+        return np.zeros(len(trials), dtype=bool)
+    return trials[STOPPED_COLUMN].astype("boolean").fillna(False).to_numpy(dtype=bool)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 Direction = Literal["max", "min"]
 TrialStatus = Literal["completed", "failed", "diverged"]
 Device = Literal["auto", "cpu", "cuda"]
+# extra key of a trial that stopped once its success was confirmed (train.stop_when_decided); the analysis reads it as
+# the trials-table column "extra_stopped_when_decided" (analysis.survival.STOPPED_COLUMN)
+STOPPED_WHEN_DECIDED = "stopped_when_decided"
 
 
 def param(

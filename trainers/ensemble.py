@@ -54,7 +54,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 from torch.overrides import TorchFunctionMode
 
-from trainers.base import Curve, TrainResult, TrialContext, decided, resolve_device
+from trainers.base import STOPPED_WHEN_DECIDED, Curve, TrainResult, TrialContext, decided, resolve_device
 from trainers.checkpoint import due
 from trainers.eureka import N_CLASSES, VAL_SEED, Batch, EurekaConfig, EurekaTrainer, TokenTask, build_task
 from trainers.model import Encoder, layer_entropies, qkv_grad_norms
@@ -224,7 +224,7 @@ class SeedEnsemble:
                 if decided(self.curves[k], success, self.direction, tc.stop_when_decided)]
         for row in done:
             k = self.rows[row]
-            self.results[k] = TrainResult(self.curves[k], "completed", step, extra={"stopped_when_decided": True})
+            self.results[k] = TrainResult(self.curves[k], "completed", step, extra={STOPPED_WHEN_DECIDED: True})
         if done:
             self._retire([row for row in range(len(self.rows)) if row not in done])
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.base import (
+    STOPPED_WHEN_DECIDED,
     Curve,
     Device,
     SuccessConfig,
@@ -300,7 +301,7 @@ class EurekaTrainer:
             if due(step, tc.eval_every) or step == tc.steps:
                 evaluate(step)
                 if step < tc.steps and decided(curve, config.success, direction, tc.stop_when_decided):
-                    return TrainResult(curve, "completed", step, extra={"stopped_when_decided": True})
+                    return TrainResult(curve, "completed", step, extra={STOPPED_WHEN_DECIDED: True})
             if due(step, tc.checkpoint_every) and step < tc.steps:
                 save_checkpoint(ctx.workdir, {
                     "fingerprint": trial, "step": step, "model": model.state_dict(),

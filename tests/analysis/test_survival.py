@@ -11,6 +11,7 @@ from scipy import stats
 
 from analysis.eureka import detect_eureka
 from analysis.survival import (
+    STOPPED_COLUMN,
     events_per_kilostep,
     kaplan_meier,
     kaplan_meier_by_group,
@@ -127,6 +128,32 @@ def test_time_to_eureka_censors_at_the_budget_and_leaves_out_diverged_and_failed
     assert set(detected.index) == {"jumps", "stuck"}
     assert detected.loc["jumps", ["time", "event"]].tolist() == [900, True]
     assert detected.loc["stuck", ["time", "event"]].tolist() == [2000, False]
+
+
+def test_a_trial_stopped_once_decided_keeps_its_event_when_its_curve_is_too_short_to_measure():
+    """train.stop_when_decided ends a success a few evals after its jump: the detector calls such a curve too_short
+    (or sees no plateau before it), and the trial would drop out of the time-to-event data. It counts instead at
+    its threshold eureka_step; a too-short curve that did not stop once decided is still left out."""
+    from trainers.base import STOPPED_WHEN_DECIDED
+
+    assert f"extra_{STOPPED_WHEN_DECIDED}" == STOPPED_COLUMN  # the trainers' extra key, as the trials table has it
+    trials = trials_table([
+        {"trial_id": "stopped", "status": "completed", "success": True, "eureka_step": 100, "train.steps": 2000,
+         STOPPED_COLUMN: True},
+        {"trial_id": "full", "status": "completed", "success": True, "eureka_step": 900, "train.steps": 2000,
+         STOPPED_COLUMN: None},
+        {"trial_id": "cut", "status": "completed", "success": True, "eureka_step": 100, "train.steps": 2000,
+         STOPPED_COLUMN: None},
+    ]).assign(**{"model.kernel": "softmax"})
+    short = eureka_curve(100)[:4]  # steps 0..300: stopped 3 evals after the jump
+    detections = detect_eureka(long_table({"stopped": short, "full": eureka_curve(900), "cut": short}), "val_acc")
+    assert detections.loc["stopped", "eureka_outcome"] == "too_short"
+    tte = time_to_eureka(trials, detections).set_index("trial_id")
+    assert set(tte.index) == {"stopped", "full"}
+    assert tte.loc["stopped", ["time", "event"]].tolist() == [100, True]
+    assert tte.loc["full", ["time", "event"]].tolist() == [900, True]  # the detector's step where it measures one
+    no_column = time_to_eureka(trials.drop(columns=STOPPED_COLUMN), detections).set_index("trial_id")
+    assert set(no_column.index) == {"full"}  # runs from before the key existed: unchanged
 
 
 def test_events_per_kilostep_and_fits_per_group():
