@@ -14,7 +14,8 @@ Before the table it prints the ceiling a pack can reach (Amdahl): the share of a
 in matrix multiplies, from torch's profiler. A pack does the same multiplies (batched), so unless its batched
 matmuls run faster per FLOP than the sequential trainer's, its speed-up is at most 1 / that share, however much
 per-op overhead it removes. The profiler's own per-op cost inflates the small ops, so the share is, if anything,
-underestimated and the ceiling generous.
+underestimated and the ceiling generous. The second line checks the "unless": the step's linear-layer GEMM shapes
+timed for one member alone and batched K deep.
 """
 
 from __future__ import annotations
@@ -57,6 +58,28 @@ def matmul_share(config: Any, work: Path) -> float:
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     return sum(e.self_cpu_time_total for e in events if e.key in MATMULS) / total
+
+
+GEMM_SHAPES = ((640, 64, 64), (640, 64, 192), (640, 64, 256), (640, 256, 64))  # (B*T, in, out) of a default step
+
+
+def gemm_rates(k: int, repeats: int = 20) -> tuple[float, float]:
+    """GFLOP/s of the default step's linear-layer products for one member alone and batched k deep (torch.bmm)."""
+
+    def rate(a: torch.Tensor, b: torch.Tensor, flops: float) -> float:
+        product = torch.bmm if a.dim() == 3 else torch.mm
+        product(a, b)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            product(a, b)
+        return flops * repeats / (time.perf_counter() - start) / 1e9
+
+    alone = batched = 0.0
+    for m, n_in, n_out in GEMM_SHAPES:
+        flops = 2.0 * m * n_in * n_out
+        alone += rate(torch.randn(m, n_in), torch.randn(n_in, n_out), flops) / len(GEMM_SHAPES)
+        batched += rate(torch.randn(k, m, n_in), torch.randn(k, n_in, n_out), flops * k) / len(GEMM_SHAPES)
+    return alone, batched
 
 
 def bench_k(config: Any, k: int, seq_seeds: int, rounds: int, work: Path) -> dict[str, float]:
@@ -105,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     share = matmul_share(build(TRAINER.config_class, {**overrides, "train": {**overrides["train"], "steps": 60}}), work)
     print(f"matrix multiplies: {share:.0%} of a sequential step's CPU time -> ceiling for any pack {1 / share:.2f}x "
           "(Amdahl, at the sequential trainer's matmul speed)")
+    alone, batched = gemm_rates(max(args.ks))
+    print(f"the step's GEMM shapes: {alone:.0f} GFLOP/s for one member alone, {batched:.0f} GFLOP/s batched "
+          f"{max(args.ks)} deep (mean over {len(GEMM_SHAPES)} shapes)")
     print(f"{'K':>3}  {'seq member-steps/s':>18}  {'vec member-steps/s':>18}  {'ratio (wall)':>12}  "
           f"{'ratio (cpu)':>11}")
     ratio = 0.0
