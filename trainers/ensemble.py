@@ -1,11 +1,12 @@
-"""Seed packs for the Eureka trainer: the K seeds of one config trained in one process as a stacked ensemble.
+"""Seed packs for the Eureka trainer: K trials of one config (its seeds, and possibly its learning rates) trained in
+one process as a stacked ensemble.
 
-Every member is the sequential trainer's trial for its seed: the same `Encoder` built after `torch.manual_seed(seed)`
-(so the same init), the same private data generator seeded with `seed`, the same fixed validation set, the same
-AdamW hyperparameters, evaluation cadence and divergence rule. The members' weights are stacked with a leading
-member dimension (`torch.func.stack_module_state`) and the unchanged `Encoder` runs once per step for all of them
-through `torch.vmap(functional_call)`: every kernel and norm the model has, or gains, works here without a second
-model implementation.
+Every member is the sequential trainer's trial for its seed (and lr): the same `Encoder` built after
+`torch.manual_seed(seed)` (so the same init), the same private data generator seeded with `seed`, the same fixed
+validation set, the same AdamW hyperparameters, evaluation cadence and divergence rule. The members' weights are
+stacked with a leading member dimension (`torch.func.stack_module_state`) and the unchanged `Encoder` runs once
+per step for all of them through `torch.vmap(functional_call)`: every kernel and norm the model has, or gains,
+works here without a second model implementation.
 
 Equal to the sequential trainer up to floating-point summation order: batched matmuls and reductions add in another
 order than the per-trial ones, so results are not bitwise equal. With softmax attention a member's curve matches
@@ -33,12 +34,12 @@ What differs from the sequential trainer on purpose:
 Not vectorized (raises NotImplementedError before any work, so the orchestrator runs the pack seed by seed):
 the image task.
 
-Speed (benchmarks/bench_vectorize.py, 1 torch thread, shared 2-core AMD EPYC): ~1.15-1.35x the sequential
-member-steps per second at K = 8-32, not more. A default trial is compute-bound on CPU: its ~250 MFLOP of matmuls
-per step take ~3.8 ms at the ~66 GFLOP/s MKL reaches on these shapes (batched or not), out of a ~9-11 ms step, and
-the elementwise work (GELU, LayerNorm, bias adds, head transposes) scales with K and leaves the caches at large K.
-Vectorizing removes only the per-op dispatch and autograd overhead. At K = 1 the pack is slower than `run`
-(vmap overhead); the orchestrator runs single-seed packs with `run`.
+Speed (benchmarks/bench_vectorize.py, 1 torch thread, 2-core AMD EPYC): ~1.1-1.35x the sequential member-steps per
+second at K = 8-32, not more. A default trial is compute-bound on CPU: matrix multiplies are ~51% of a sequential
+step (so no pack can beat ~1.95x), and batched 32 deep they run slower per FLOP than alone (~56 vs ~80 GFLOP/s:
+the activations leave the caches), as does the elementwise work (GELU, LayerNorm). Vectorizing removes the per-op
+dispatch, autograd and optimizer overhead. With `train.stop_when_decided`, members leaving the stack cut the work
+itself. At K = 1 the pack is slower than `run` (vmap overhead); the orchestrator runs single-seed packs with `run`.
 """
 
 from __future__ import annotations

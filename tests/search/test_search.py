@@ -185,9 +185,12 @@ def test_two_objectives_with_nsga2_report_the_pareto_front(robust_trainer, tmp_p
     assert "## Pareto front" in (run_dir / "search" / "summary.md").read_text()
 
 
-def test_eureka_trainer_end_to_end_on_the_local_backend(tmp_path: Path, capsys):
+@pytest.mark.parametrize("backend", ["{kind: local}", "{kind: local, seeds_per_trial: 4}"])
+def test_eureka_trainer_end_to_end_on_the_local_backend(tmp_path: Path, capsys, backend: str):
+    """With seeds_per_trial, each round's seeds train as packs: configs in flight that differ only in train.lr
+    share one (the three configs draw two kernels, so two of them have the same kernel)."""
     path = tmp_path / "eureka.yaml"
-    path.write_text(f"name: eureka-search\ntrainer: eureka\n{TINY_CONFIG}backend: {{kind: local}}\n"
+    path.write_text(f"name: eureka-search\ntrainer: eureka\n{TINY_CONFIG}backend: {backend}\n"
                     "search:\n  space:\n    train.lr: {log_uniform: [1.0e-4, 1.0e-2]}\n"
                     "    model.kernel: {categorical: [softmax, normsoftmax]}\n"
                     "  seeds_per_config: 2\n  n_configs: 3\n  parallel: 3\n  target: 0.3\n  seed: 0\n")
@@ -204,3 +207,6 @@ def test_eureka_trainer_end_to_end_on_the_local_backend(tmp_path: Path, capsys):
         assert row["train.lr"] == pytest.approx(trial.params["train.lr"], rel=1e-9)
         assert row["model.kernel"] == trial.params["model.kernel"]
     assert (run_dir / "search" / "summary.md").exists() and (run_dir / "launch.json").exists()
+    if "seeds_per_trial" in backend:  # a pack's members carry one shared wall time; here they mix learning rates
+        packs = table.groupby(["launch_id", "model.kernel", "wall_s"])["train.lr"].nunique()
+        assert (packs > 1).any(), table[["launch_id", "model.kernel", "train.lr", "wall_s"]]

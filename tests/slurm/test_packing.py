@@ -78,9 +78,9 @@ def test_first_error_line_strips_the_tool_prefix():
     assert cluster.first_error_line(stderr) == "invalid partition specified: nope"
 
 
-def _trial(seed: int, lr: float) -> TrialSpec:
-    config = {"train": {"lr": lr}}
-    return TrialSpec(f"{lr}-{seed}", "eureka", seed, config, {"seed": seed, "train.lr": lr})
+def _trial(seed: int, kernel: str) -> TrialSpec:
+    config = {"model": {"kernel": kernel}}  # a key packs may not mix (train.lr they may: tests/trainers/test_ensemble)
+    return TrialSpec(f"{kernel}-{seed}", "eureka", seed, config, {"seed": seed, "model.kernel": kernel})
 
 
 @pytest.mark.parametrize("per_job, expected", [(8, [8, 6, 6]), (3, [4, 4, 2, 4, 4, 2]), (100, [20])])
@@ -92,7 +92,7 @@ def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
     from orchestrator.runner import seed_packs
     from orchestrator.spec import BackendConfig
 
-    trials = [_trial(seed, lr) for seed in range(10) for lr in (1e-3, 3e-3)]  # seeds of a config not adjacent
+    trials = [_trial(seed, k) for seed in range(10) for k in ("softmax", "normsoftmax")]  # a config's seeds apart
     backend = SlurmBackend(BackendConfig(kind="slurm", seeds_per_trial=4, slurm=SlurmConfig(trials_per_job=per_job)))
     chunks = backend.task_chunks(trials)
     assert [len(c) for c in chunks] == expected
