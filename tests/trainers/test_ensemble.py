@@ -341,6 +341,35 @@ def test_each_member_stops_once_decided_and_the_pack_goes_on_without_it(tmp_path
     assert {r.steps_run for r in undecided} == {400} and all(r.extra == {} for r in undecided)
 
 
+def test_members_with_their_own_learning_rates_leave_the_stack_and_the_rest_keep_theirs(tmp_path: Path):
+    """A pack mixing two lrs with stop_when_decided: after a member leaves, each remaining member still moves by its
+    own lr, so every member stops where the unstopped pack's curve says it is decided, with the same eureka_step."""
+    from trainers.base import decided, judge
+
+    # Seed 4 at 1e-3 is decided first (Eureka at step 80); seed 0 never succeeds at 3e-3 but does at 1e-3 (step 120):
+    # had the second row inherited the first row's lr when the first left, the two seed-0 outcomes would swap.
+    seeds, lrs = [4, 0, 0], [1e-3, 3e-3, 1e-3]
+    success = config(base=QUICK).success
+    full = run_seeds(config(base=QUICK), seeds, contexts(tmp_path / "full", 3), lrs=lrs)
+    sizes: dict[int, int] = {}
+    stopped = run_seeds(config({"train": {"stop_when_decided": 2}}, base=QUICK), seeds, contexts(tmp_path / "s", 3),
+                        after_step=lambda step, params, members: sizes.setdefault(step, len(members)), lrs=lrs)
+    stops = []
+    for member, reference in zip(stopped, full, strict=True):
+        prefixes = (Curve(reference.curve.steps[:i + 1], {n: v[:i + 1] for n, v in reference.curve.metrics.items()})
+                    for i in range(len(reference.curve.steps)))
+        stop = next((c.steps[-1] for c in prefixes if decided(c, success, "max", 2)), 400)
+        assert member.steps_run == stop
+        assert judge(member.curve, success, "max") == judge(reference.curve, success, "max")
+        stops.append(stop)
+    assert stops[0] < stops[2] < stops[1] == 400, "the members must leave in this order for this to mean anything"
+    assert sizes[stops[0]] == 2 and sizes[stops[2]] == 1
+    # The seed-0 member at 1e-3 trained its last 40 steps without the first member: still the full pack's curve
+    # (measured: equal; with the first row's lr it would be 0.125 off in val_loss).
+    n = len(stopped[2].curve.steps)
+    assert stopped[2].curve.metrics["val_loss"] == pytest.approx(full[2].curve.metrics["val_loss"][:n], abs=1e-3)
+
+
 def test_stop_when_decided_keeps_old_trial_ids_at_its_default():
     from orchestrator.schema import to_dict
 
