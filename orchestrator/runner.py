@@ -94,25 +94,16 @@ def seed_packs(trials: list[TrialSpec], size: int) -> list[list[TrialSpec]]:
     Eureka trainer's train.lr) into packs of at most `size`, each pack in (config, seed) order."""
     if size <= 1:
         return [[trial] for trial in trials]
+    varies = {name: set(getattr(get_trainer(name), "pack_varies", ())) for name in {t.trainer for t in trials}}
     groups: dict[str, list[TrialSpec]] = {}
     for trial in trials:
-        varies = getattr(get_trainer(trial.trainer), "pack_varies", ())
-        groups.setdefault(trial.trainer + canonical_json(_without(trial.config, varies)), []).append(trial)
+        shared = {k: v for k, v in schema.flatten(trial.config).items() if k not in varies[trial.trainer]}
+        groups.setdefault(trial.trainer + canonical_json(shared), []).append(trial)
     packs = []
     for members in groups.values():
         members.sort(key=lambda t: (canonical_json(t.config), t.seed))
         packs.extend(members[i: i + size] for i in range(0, len(members), size))
     return packs
-
-
-def _without(config: dict[str, Any], dotted_keys: tuple[str, ...]) -> dict[str, Any]:
-    """The config with `section.key` entries removed (a copy; the trial's own config is untouched)."""
-    out = {section: dict(values) if isinstance(values, dict) else values for section, values in config.items()}
-    for dotted in dotted_keys:
-        section, key = dotted.split(".", 1)
-        if isinstance(out.get(section), dict):
-            out[section].pop(key, None)
-    return out
 
 
 def failed_record(trial: TrialSpec, launch_id: str, error: str, attempt: int, started_at: str,

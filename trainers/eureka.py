@@ -39,6 +39,7 @@ from trainers.base import (
     param,
     resolve_device,
     section,
+    to_device,
 )
 from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 from trainers.images import ImageTask, PatchEmbed, load_source
@@ -131,10 +132,8 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         """The batch on `device` (data is always drawn on the CPU, from the trial's own generator: the same
         stream on any device)."""
-        if device.type == "cpu":
-            return self
-        noise = None if self.noise is None else self.noise.to(device, non_blocking=True)
-        return Batch(self.inputs.to(device, non_blocking=True), self.labels.to(device, non_blocking=True), noise)
+        inputs, labels = to_device(device, self.inputs, self.labels)  # no copy when already there
+        return Batch(inputs, labels, None if self.noise is None else to_device(device, self.noise)[0])
 
 
 class TokenTask:

@@ -135,9 +135,7 @@ class SlurmBackend(Backend):
     def task_chunks(self, trials: list[TrialSpec]) -> list[list[TrialSpec]]:
         """The trials of each array task: balanced chunks of `trials_per_job`. With seed packs of K, a task holds
         whole packs instead (max(1, trials_per_job // K) of them), so every pack trains vectorized in one process."""
-        k = self.config.seeds_per_trial
-        if k <= 1:
-            return pack(trials, self.slurm.trials_per_job)
+        k = self.config.seeds_per_trial  # without packs (k = 1) every unit is one trial, in the given order
         units = seed_packs(trials, k)
         return [[t for unit in chunk for t in unit] for chunk in pack(units, max(1, self.slurm.trials_per_job // k))]
 

@@ -18,7 +18,7 @@ from typing import Any
 import submitit
 
 from orchestrator.identity import TrialSpec
-from orchestrator.runner import execute_pack, execute_trial, seed_packs
+from orchestrator.runner import execute_pack, seed_packs
 from orchestrator.store import RunStore
 
 TABLES_LOCK = "slurm/tables.lock"
@@ -57,14 +57,9 @@ class TrialChunk(submitit.helpers.Checkpointable):
                 statuses[trial.trial_id] = done
             else:
                 todo.append(trial)
-        units = seed_packs(todo, self.seeds_per_trial) if self.seeds_per_trial > 1 else [[t] for t in todo]
-        for unit in units:  # without packs, in the chunk's own order
-            if len(unit) == 1:
-                records = [execute_trial(store, unit[0], self.launch_id, max_retries=self.max_retries,
-                                         num_threads=self.num_threads)]
-            else:
-                records = execute_pack(store, unit, self.launch_id, max_retries=self.max_retries,
-                                       num_threads=self.num_threads)
+        for unit in seed_packs(todo, self.seeds_per_trial):  # without packs: one trial each, in the chunk's order
+            records = execute_pack(store, unit, self.launch_id, max_retries=self.max_retries,
+                                   num_threads=self.num_threads)
             statuses.update({record.trial_id: record.status for record in records})
         rebuild_tables_if_plan_finished(store)
         return statuses
