@@ -80,8 +80,9 @@ CHILD = textwrap.dedent(
     cfg = build(TRAINER.config_class, json.loads(sys.argv[1]))
     progress = Path(sys.argv[3])
 
-    def report(step, metrics):
-        progress.write_text(str(step))
+    def report(step, metrics):  # atomic: the parent polls the file and must never read it half-written
+        progress.with_suffix(".tmp").write_text(str(step))
+        progress.with_suffix(".tmp").replace(progress)
 
     TRAINER.run(cfg, seed=3, ctx=TrialContext(workdir=Path(sys.argv[2]), report=report))
     """
@@ -100,7 +101,7 @@ def test_a_trial_killed_mid_run_resumes_from_its_checkpoint_to_the_same_final_cu
     try:
         deadline = time.time() + 120
         while time.time() < deadline and child.poll() is None:
-            if progress.exists() and progress.read_text() and int(progress.read_text()) >= 200:
+            if progress.exists() and int(progress.read_text()) >= 200:
                 break
             time.sleep(0.005)
         assert child.poll() is None, "the child finished before it could be killed"
