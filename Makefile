@@ -1,5 +1,6 @@
 # make demo : fresh machine -> .venv, install, run the default sweep (CPU-sized) on local Ray, print where results are
-# make test : install, run the whole test suite (the tests start the real services they need: Ray clusters)
+# make test : install, run the whole test suite (the tests start the real services they need: Ray clusters), then
+#             the numeric tests again on two other CPU code paths (CODE_PATHS)
 # make reproduce : every study's sweep at CPU size on local Ray, then REPRODUCTION.md (see REPRODUCTION.md for times)
 PYTHON ?= python3
 VENV   := .venv
@@ -16,6 +17,13 @@ DEB_PACKAGES := slurm-wlm munge postgresql
 
 # The reproduction studies (analysis/reproduction/): launch sweeps, then the Optuna search, then the report.
 STUDIES := robustness eureka_images gaussian_vs_softmax admin_depth cooccurrence
+
+# The portability net: `make test` runs the tests marked `numeric` (their outcome rests on floating-point results)
+# again on two other CPU code paths of ATen, oneDNN and MKL, the AVX2 kernels and the generic ones, so a test that
+# holds only with this CPU's kernels fails on every machine, not only on some (benchmarks/measure_rounding.py
+# measures the same paths).
+CODE_PATHS := "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2" \
+              "ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2"
 
 .PHONY: setup services demo test reproduce lint clean
 
@@ -44,6 +52,10 @@ services:
 
 test: setup services
 	$(BIN)/python -m pytest
+	for path in $(CODE_PATHS); do \
+		echo "numeric tests on the code path $$path"; \
+		env $$path $(BIN)/python -m pytest -m numeric -q --durations=0 --durations-min=30 || exit $$?; \
+	done
 
 reproduce: setup
 	for study in $(STUDIES); do $(BIN)/python -m orchestrator launch sweeps/$$study.yaml --no-progress || exit $$?; done

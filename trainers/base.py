@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 Direction = Literal["max", "min"]
 TrialStatus = Literal["completed", "failed", "diverged"]
 Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["float32", "float64"]
 # extra key of a trial that stopped once its success was confirmed (train.stop_when_decided); the analysis reads it as
 # the trials-table column "extra_stopped_when_decided" (analysis.survival.STOPPED_COLUMN)
 STOPPED_WHEN_DECIDED = "stopped_when_decided"
@@ -54,6 +55,22 @@ def device_param() -> Any:
         "auto", identity=False,
         doc="auto: CUDA when the trial's process sees a GPU, else CPU. Data is drawn on the CPU from the trial's own "
         "generator and the model is built on the CPU, so the seed means the same on any device",
+    )
+
+
+def dtype_param() -> Any:
+    """`train.dtype`, the same key in every trainer (declare it as `dtype: Dtype`).
+
+    float64 exists for tests that compare two code paths (a seed pack against the sequential trainer, a smaller
+    stack against a larger one): their float32 results differ by summation order, which chaotic dynamics (NormSoftmax
+    at init, a high learning rate) amplify until the CPU's GEMM kernel decides the outcome. In float64 the same
+    comparison holds over a far longer horizon on every CPU. It changes results, so it enters the trial id when set;
+    at its default it is left out, and every trial id from before the key existed stays the same.
+    """
+    return param(
+        "float32", identity="unless_default",
+        doc="floating-point type of the weights, activations and float data. The model is built in float32 (the same "
+        "init for both) and then cast; float64 is for equivalence tests (and slower)",
     )
 
 
@@ -163,10 +180,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def to_device(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Tensors moved to the trial's device. Data is drawn on the CPU from the trial's own generator (the same stream
-    on any device) and moved afterwards."""
-    return tuple(t.to(device, non_blocking=True) for t in tensors)
+def resolve_dtype(name: str) -> torch.dtype:
+    """train.dtype: the torch dtype of that name (float32 or float64)."""
+    import torch
+
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
+    if name not in dtypes:
+        raise ValueError(f"train.dtype is {name!r}; allowed: {', '.join(dtypes)}")
+    return dtypes[name]
+
+
+def to_device(device: torch.device, *tensors: torch.Tensor,
+              dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+    """Tensors moved to the trial's device, floating ones cast to `dtype` (train.dtype; integer tensors such as
+    token ids and labels keep theirs). Data is drawn on the CPU from the trial's own generator (the same stream
+    on any device and in any dtype) and moved afterwards."""
+    return tuple(t.to(device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype,
+                      non_blocking=True) for t in tensors)
 
 
 def best_and_final(values: list[float], direction: Direction) -> tuple[float | None, float | None]:

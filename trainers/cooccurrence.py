@@ -21,12 +21,15 @@ import torch.nn.functional as F
 from trainers.base import (
     Curve,
     Device,
+    Dtype,
     SuccessConfig,
     TrainResult,
     TrialContext,
     device_param,
+    dtype_param,
     param,
     resolve_device,
+    resolve_dtype,
     section,
     to_device,
 )
@@ -69,6 +72,7 @@ class CooccurrenceTrain:
         0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
     )
     device: Device = device_param()
+    dtype: Dtype = dtype_param()
 
 
 @dataclass
@@ -149,13 +153,15 @@ class CooccurrenceTrainer:
     def run(self, config: CooccurrenceConfig, seed: int, ctx: TrialContext) -> TrainResult:
         torch.set_num_threads(ctx.num_threads)
         task, tc = config.task, config.train
-        device = resolve_device(tc.device)
-        torch.manual_seed(seed)  # model init, on the CPU: the same weights on any device
-        model = CooccurrenceNet(task.vocab, config.model.m, config.model.m1, config.model.init_std).to(device)
+        device, dtype = resolve_device(tc.device), resolve_dtype(tc.dtype)
+        torch.manual_seed(seed)  # model init, on the CPU in float32: the same weights on any device and in any dtype
+        model = CooccurrenceNet(task.vocab, config.model.m, config.model.m1, config.model.init_std)
+        model = model.to(device=device, dtype=dtype)
         optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr)  # plain full-batch gradient descent
-        tokens, labels, kinds = to_device(device, *sample(task, task.n, torch.Generator().manual_seed(seed)))
+        tokens, labels, kinds = to_device(device, *sample(task, task.n, torch.Generator().manual_seed(seed)),
+                                          dtype=dtype)
         val = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
-        val_tokens, val_labels, _ = to_device(device, *val)
+        val_tokens, val_labels, _ = to_device(device, *val, dtype=dtype)
         curve, t1, start = Curve(), None, 0
         trial = fingerprint(config, seed)
         state = resume_state(ctx.workdir, tc.checkpoint_every, trial)

@@ -22,12 +22,15 @@ import torch.nn.functional as F
 from trainers.base import (
     Curve,
     Device,
+    Dtype,
     SuccessConfig,
     TrainResult,
     TrialContext,
     device_param,
+    dtype_param,
     param,
     resolve_device,
+    resolve_dtype,
     section,
     to_device,
 )
@@ -73,6 +76,7 @@ class DepthTrain:
         0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
     )
     device: Device = device_param()
+    dtype: Dtype = dtype_param()
 
 
 @dataclass
@@ -112,11 +116,11 @@ class DepthTrainer:
         torch.set_num_threads(ctx.num_threads)
         task, tc = config.task, config.train
         L = task.length
-        device = resolve_device(tc.device)
-        torch.manual_seed(seed)  # model init, on the CPU: the same weights on any device
-        model = Encoder(config.model, task.vocab + 1, 2 * L, task.vocab, readout="all").to(device)
+        device, dtype = resolve_device(tc.device), resolve_dtype(tc.dtype)
+        torch.manual_seed(seed)  # model init, on the CPU in float32: the same weights on any device and in any dtype
+        model = Encoder(config.model, task.vocab + 1, 2 * L, task.vocab, readout="all").to(device=device, dtype=dtype)
         val = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
-        val_inputs, val_targets = to_device(device, *val)
+        val_inputs, val_targets = to_device(device, *val, dtype=dtype)
         if config.model.norm == "admin" and config.model.admin_init == "profile":
             model.admin_profile(val_inputs[:128])
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=True)
@@ -163,7 +167,7 @@ class DepthTrainer:
         if start == 1:
             evaluate(0)
         for step in range(start, tc.steps + 1):
-            loss, _ = loss_and_logits(*to_device(device, *sample(task, tc.batch_size, data)))
+            loss, _ = loss_and_logits(*to_device(device, *sample(task, tc.batch_size, data), dtype=dtype))
             loss_value = loss.item()
             if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
                 return TrainResult(curve, "diverged", step, extra={"diverged_loss": loss_value})

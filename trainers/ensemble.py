@@ -9,12 +9,14 @@ per step for all of them through `torch.vmap(functional_call)`: every kernel and
 works here without a second model implementation.
 
 Equal to the sequential trainer up to floating-point summation order: batched matmuls and reductions add in another
-order than the per-trial ones, so results are not bitwise equal. With softmax attention a member's curve matches
-`EurekaTrainer.run` for its seed to ~1e-6 (val_loss, entropies) after hundreds of steps, val_acc identical. With
-NormSoftmax (logits divided by their variance, tiny at init) the early dynamics amplify any rounding difference
-~10x per step, in the sequential trainer itself too (1 vs 2 torch threads give curves as far apart as ensemble vs
-sequential): members match step by step over the first steps only, and the comparable quantities are the outcomes
-(success, eureka_step) and their statistics over seeds. tests/trainers/test_ensemble.py measures both.
+order than the per-trial ones (and which kernels run depends on the CPU), so results are not bitwise equal. With
+softmax attention a member's curve matches `EurekaTrainer.run` for its seed to ~1e-6 (val_loss, entropies) after
+hundreds of steps, val_acc identical. With NormSoftmax (logits divided by their variance, tiny at init) the early
+dynamics amplify any rounding difference ~10x per step, in the sequential trainer itself too (another CPU or thread
+count moves its curve as far): members match step by step over the first steps only, and the comparable
+quantities are the outcomes (success, eureka_step) and their statistics over seeds. `train.dtype: float64` keeps
+the two together over a longer horizon; tests/trainers/test_ensemble.py checks both and
+benchmarks/measure_rounding.py measures the gaps.
 
 What differs from the sequential trainer on purpose:
 - The optimiser is one `torch.optim.AdamW` over the stacked tensors. AdamW's update is elementwise (moments, bias
@@ -55,7 +57,15 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 from torch.overrides import TorchFunctionMode
 
-from trainers.base import STOPPED_WHEN_DECIDED, Curve, TrainResult, TrialContext, decided, resolve_device
+from trainers.base import (
+    STOPPED_WHEN_DECIDED,
+    Curve,
+    TrainResult,
+    TrialContext,
+    decided,
+    resolve_device,
+    resolve_dtype,
+)
 from trainers.checkpoint import due
 from trainers.eureka import N_CLASSES, VAL_SEED, Batch, EurekaConfig, EurekaTrainer, TokenTask, build_task
 from trainers.model import Encoder, layer_entropies, qkv_grad_norms
@@ -113,11 +123,11 @@ class SeedEnsemble:
             raise ValueError(f"{len(lrs)} learning rates for {len(seeds)} seeds: need one per member")
         self.config, self.seeds, self.contexts = config, seeds, contexts
         self.K = len(seeds)
-        self.device = resolve_device(config.train.device)
+        self.device, self.dtype = resolve_device(config.train.device), resolve_dtype(config.train.dtype)
         # Per-member learning rates (lr swept inside the pack), as a (K,) tensor; None when all share train.lr,
         # which keeps the plain AdamW step (see _optimizer_step).
         self.member_lrs = (None if lrs is None or len(set(lrs)) == 1
-                           else torch.tensor(lrs, dtype=torch.float32, device=self.device))
+                           else torch.tensor(lrs, dtype=self.dtype, device=self.device))
         if lrs is not None and self.member_lrs is None:
             self.config = replace(config, train=replace(config.train, lr=lrs[0]))
         self.direction = EurekaTrainer.metric_directions.get(config.success.metric, "max")
@@ -128,12 +138,12 @@ class SeedEnsemble:
         if buffers:  # none today; stacked buffers would need their own in_dims and update rules
             raise NotImplementedError(f"the model has buffers {sorted(buffers)}: not vectorized")
         self.params: dict[str, torch.Tensor] = {
-            name: p.detach().to(self.device).requires_grad_(True) for name, p in params.items()
+            name: p.detach().to(self.device, self.dtype).requires_grad_(True) for name, p in params.items()
         }
-        self.val = self.val.to(self.device)
+        self.val = self.val.to(self.device, self.dtype)
         # The first member's module is the template the stacked weights are swapped into; its own weights are
         # only used as a per-member view for diagnostics (see _load_member).
-        self.base = members[0].to(self.device)
+        self.base = members[0].to(self.device, self.dtype)
         self.slots = forward_slots(self.base, lambda: self.base(self.val.inputs[:2]))
         self.optimizer = self._new_optimizer(list(self.params.values()))
         self.rows = list(range(self.K))  # the member in each row of the stacked tensors: the live ones, in order
@@ -183,7 +193,7 @@ class SeedEnsemble:
         self.evaluate(0)
         for step in range(1, tc.steps + 1):
             self.base.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule (a plain attribute)
-            batches = [self.task.sample(tc.batch_size, self.data[k]).to(self.device) for k in self.rows]
+            batches = [self.task.sample(tc.batch_size, self.data[k]).to(self.device, self.dtype) for k in self.rows]
             losses = self._losses(batches)  # (R,), one per live member
             values = losses.tolist()  # the one host read per step: divergence must stop at the step it happens
             diverged = [row for row, v in enumerate(values) if not math.isfinite(v) or v > tc.divergence_loss]

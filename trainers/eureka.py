@@ -31,13 +31,16 @@ from trainers.base import (
     STOPPED_WHEN_DECIDED,
     Curve,
     Device,
+    Dtype,
     SuccessConfig,
     TrainResult,
     TrialContext,
     decided,
     device_param,
+    dtype_param,
     param,
     resolve_device,
+    resolve_dtype,
     section,
     to_device,
 )
@@ -110,6 +113,7 @@ class TrainConfig:
         "unchanged; the curve ends at the stop",
     )
     device: Device = device_param()
+    dtype: Dtype = dtype_param()
 
 
 @dataclass
@@ -129,11 +133,12 @@ class Batch:
     labels: torch.Tensor  # (n,)
     noise: torch.Tensor | None  # (n, T, C) added to the embeddings, or None
 
-    def to(self, device: torch.device) -> Batch:
-        """The batch on `device` (data is always drawn on the CPU, from the trial's own generator: the same
-        stream on any device)."""
-        inputs, labels = to_device(device, self.inputs, self.labels)  # no copy when already there
-        return Batch(inputs, labels, None if self.noise is None else to_device(device, self.noise)[0])
+    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> Batch:
+        """The batch on `device`, floating parts (images, noise) in `dtype` (data is always drawn on the CPU, from
+        the trial's own generator: the same stream on any device)."""
+        inputs, labels = to_device(device, self.inputs, self.labels, dtype=dtype)  # no copy when already there
+        noise = None if self.noise is None else to_device(device, self.noise, dtype=dtype)[0]
+        return Batch(inputs, labels, noise)
 
 
 class TokenTask:
@@ -240,17 +245,21 @@ class EurekaTrainer:
     def run(self, config: EurekaConfig, seed: int, ctx: TrialContext) -> TrainResult:
         torch.set_num_threads(ctx.num_threads)
         tc = config.train
-        device = resolve_device(tc.device)
+        device, dtype = resolve_device(tc.device), resolve_dtype(tc.dtype)
         task = build_task(config.task, config.model.width)
+        val = task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED), "val")
         torch.manual_seed(seed)  # model init: the only use of the global RNG (on the CPU, so every device agrees)
-        model = Encoder(config.model, task.vocab_size, task.seq_len, N_CLASSES, embed=task.embedding()).to(device)
+        model = Encoder(config.model, task.vocab_size, task.seq_len, N_CLASSES, embed=task.embedding())
+        if config.model.norm == "admin" and config.model.admin_init == "profile":
+            # on the CPU in float32 like the init it completes (as the seed pack does), on the fixed val inputs:
+            # profiling must not consume the data stream
+            model.admin_profile(val.inputs[:256])
+        model = model.to(device=device, dtype=dtype)
+        val = val.to(device, dtype)
         # fused: one kernel for all parameters (~4x cheaper than the per-tensor loop on CPU), same AdamW update.
         optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
         data = torch.Generator().manual_seed(seed)  # training stream, private to this trial
-        val = task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED), "val").to(device)
         direction = self.metric_directions.get(config.success.metric, "max")
-        if config.model.norm == "admin" and config.model.admin_init == "profile":
-            model.admin_profile(val.inputs[:256])  # the fixed val inputs: profiling must not consume the data stream
 
         curve = Curve()
         loss_sum, n_losses, start = 0.0, 0, 1
@@ -287,7 +296,7 @@ class EurekaTrainer:
             evaluate(0)
         for step in range(start, tc.steps + 1):
             model.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule
-            batch = task.sample(tc.batch_size, data).to(device)
+            batch = task.sample(tc.batch_size, data).to(device, dtype)
             loss = F.cross_entropy(model(batch.inputs, batch.noise), batch.labels)
             loss_value = loss.item()  # the one host read per step: divergence must stop at the step it happens
             if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:

@@ -21,12 +21,15 @@ import torch
 from trainers.base import (
     Curve,
     Device,
+    Dtype,
     SuccessConfig,
     TrainResult,
     TrialContext,
     device_param,
+    dtype_param,
     param,
     resolve_device,
+    resolve_dtype,
     section,
     to_device,
 )
@@ -82,6 +85,7 @@ class RegressionTrain:
         0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
     )
     device: Device = device_param()
+    dtype: Dtype = dtype_param()
 
 
 @dataclass
@@ -163,9 +167,9 @@ class KernelRegressionTrainer:
         torch.manual_seed(seed)  # student init
         model = AttentionLayer(task.dim, config.model.kernel, config.model.init_std, config.model.gaussian_normalize)
         x, y = make_data(task, seed, student=model, trained=TRAINED[tc.trainable])  # on the CPU, then moved
-        device = resolve_device(tc.device)
-        model = model.to(device)
-        x, y = to_device(device, x, y)
+        device, dtype = resolve_device(tc.device), resolve_dtype(tc.dtype)
+        model = model.to(device=device, dtype=dtype)
+        x, y = to_device(device, x, y, dtype=dtype)
         trained = [getattr(model, name) for name in TRAINED[tc.trainable]]
         for p in model.parameters():
             p.requires_grad_(any(p is t for t in trained))

@@ -320,7 +320,8 @@ def output_change(model: nn.Module, inputs: torch.Tensor, rel_size: float, gener
     base = model(inputs)
     saved = [p.detach().clone() for p in model.parameters()]
     for p in model.parameters():
-        delta = torch.randn(p.shape, generator=generator).to(p.device)  # a CPU generator: the same delta anywhere
+        # a CPU generator: the same delta on any device
+        delta = torch.randn(p.shape, generator=generator).to(p.device, p.dtype)
         p.add_(delta * (rel_size * p.norm() / delta.norm().clamp_min(1e-12)))
     moved = model(inputs)
     for p, s in zip(model.parameters(), saved, strict=True):

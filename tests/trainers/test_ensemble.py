@@ -1,12 +1,10 @@
 """Seed packs (trainers/ensemble.py): each member equals the sequential trainer for its seed, diverging and decided
-members leave the stack without disturbing the others, the stacked AdamW treats members independently, what is not
-vectorized falls back to the sequential path, and the two benchmark scripts run (tiny, no timing asserted)."""
+members leave the stack without disturbing the others, the stacked AdamW treats members independently, and what is not
+vectorized falls back to the sequential path."""
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +19,27 @@ from trainers.base import Curve, TrainResult, TrialContext
 from trainers.ensemble import run_seeds
 from trainers.eureka import TRAINER
 
-REPO = Path(__file__).resolve().parents[2]
-# Measured: after 200-300 steps of the default config, members differ from the sequential trainer by ~1e-6 in
-# val_loss and ~1e-5 in the gradient norms (batched matmuls/reductions sum in another order), and val_acc is
-# identical. The bounds leave ~100x room.
+pytestmark = pytest.mark.numeric  # run again under other CPU code paths by `make test` (the portability net)
+
+# A pack and the sequential trainer compute the same math with other GEMM shapes, so they round differently, and which
+# kernels run depends on the CPU (AVX-512, AVX2, generic). Every equivalence below is checked where rounding cannot
+# decide it. The gaps were measured by benchmarks/measure_rounding.py on three code paths (this CPU's AVX-512 and the
+# emulated AVX2 and generic paths, the variables of the Makefile's portability net) and are quoted in units of this
+# tolerance, |pack - sequential| / (ABS_TOL + REL_TOL * |sequential|), worst over metrics, evals and paths:
+# - float32, non-chaotic configs (softmax, the default sweep's config, 200 steps): <= 7e-4 of the tolerance.
+# - float32, the 40-step SMALL configs: <= 1e-2 (softmax <= 1e-3), but a high lr gets close: 0.96 at lr 0.06.
+# - float64 (train.dtype, for these tests): <= 1e-10 of it over the 40-step configs below, every kernel, norm and
+#   per-member lr, and <= 4e-9 over the 10 chaotic steps at lr 0.06.
+# - NormSoftmax (logits divided by their variance, tiny at init) amplifies any rounding ~10x per step: in float32 the
+#   gap reaches the tolerance at step 4-5 (on the AVX2 path at step 4); in float64 it stays <= 1e-5 through step 8.
+# Over hundreds of NormSoftmax steps no dtype keeps two code paths together (measured: eureka steps differ between
+# paths in float64 too), so the stop-when-decided tests compare a run only with itself or with a run of the same
+# code path (the same stack, up to the first member that leaves).
 ABS_TOL, REL_TOL = 1e-4, 1e-3
 SMALL = {
     "task": {"val_size": 256},
     "model": {"depth": 2, "width": 32, "heads": 4},
-    "train": {"steps": 40, "batch_size": 32, "eval_every": 10},
+    "train": {"steps": 40, "batch_size": 32, "eval_every": 10, "dtype": "float64"},
 }
 
 
@@ -59,8 +69,8 @@ def assert_same_trial(vec: TrainResult, seq: TrainResult, seed: int) -> None:
 
 
 def test_members_equal_the_sequential_trainer_on_the_default_config(tmp_path: Path) -> None:
-    """The default Eureka config (softmax), 200 steps: each member's curve is the sequential trainer's for its seed
-    to ~1e-6 (val_acc identical)."""
+    """The default Eureka config (softmax) in the production dtype, float32, 200 steps: each member's curve is the
+    sequential trainer's for its seed within the tolerance (measured gap <= 7e-4 of it on every code path)."""
     cfg = config({"train": {"steps": 200, "eval_every": 50}}, base={})
     seeds = [0, 3]
     vec = run_seeds(cfg, seeds, contexts(tmp_path, 2))
@@ -70,17 +80,20 @@ def test_members_equal_the_sequential_trainer_on_the_default_config(tmp_path: Pa
 
 def test_normsoftmax_matches_until_its_own_chaos_takes_over(tmp_path: Path) -> None:
     """NormSoftmax divides the attention logits by their variance, which is tiny at init: the early dynamics amplify
-    rounding differences ~10x per step, in the sequential trainer itself (1 vs 2 torch threads: another GEMM
-    summation order) as much as between the ensemble and the sequential trainer. So members match the sequential
-    trainer step by step over the first steps, and only outcomes (success, eureka step) are comparable later."""
-    cfg = config({"model": {"kernel": "normsoftmax"}, "train": {"steps": 4, "eval_every": 1}}, base={})
+    rounding differences ~10x per step. In float64 members match the sequential trainer at every step through step 8
+    (measured gap <= 1e-5 of the tolerance on every code path); the float32 trainer's own rounding, measured against
+    float64, has grown far past the tolerance by step 30, which is why only outcomes compare later."""
+    cfg = config({"model": {"kernel": "normsoftmax"}, "train": {"steps": 8, "eval_every": 1, "dtype": "float64"}},
+                 base={})
     seeds = [0, 3]
     vec = run_seeds(cfg, seeds, contexts(tmp_path, 2))
     for seed, result in zip(seeds, vec, strict=True):
         assert_same_trial(result, TRAINER.run(cfg, seed, TrialContext(workdir=tmp_path / "seq")), seed)
-    long = config({"model": {"kernel": "normsoftmax"}, "train": {"steps": 30, "eval_every": 30}}, base={})
-    one, two = (TRAINER.run(long, 0, TrialContext(workdir=tmp_path / "seq", num_threads=n)) for n in (1, 2))
-    assert abs(one.curve.metrics["val_loss"][-1] - two.curve.metrics["val_loss"][-1]) > ABS_TOL
+    runs = {dtype: TRAINER.run(config({"model": {"kernel": "normsoftmax"}, "train": {
+        "steps": 30, "eval_every": 30, "dtype": dtype}}, base={}), 0, TrialContext(workdir=tmp_path / dtype))
+        for dtype in ("float32", "float64")}
+    single, double = (runs[d].curve.metrics["val_loss"][-1] for d in ("float32", "float64"))
+    assert abs(single - double) > 10 * (ABS_TOL + REL_TOL * abs(double))
 
 
 @pytest.mark.parametrize(
@@ -106,8 +119,8 @@ def test_every_kernel_norm_and_task_knob_matches_sequential(tmp_path: Path, over
 
 def test_diverging_members_end_like_sequential_trials_and_the_rest_go_on(tmp_path: Path) -> None:
     """lr 0.06 with divergence_loss 4 diverges some seeds (loss above the threshold at steps 4-5) and not others:
-    every member's status, steps_run and curve are the sequential trainer's. (10 steps: at this lr training is
-    chaotic, rounding differences grow ~10x per step, so later evals are not comparable.)"""
+    every member's status, steps_run and curve are the sequential trainer's. (10 steps, float64: at this lr training
+    is chaotic and rounding differences grow ~10x per step; measured gap <= 4e-9 of the tolerance, 0.96 in float32.)"""
     cfg = config({"train": {"steps": 10, "lr": 0.06, "divergence_loss": 4.0, "eval_every": 2}})
     seeds = list(range(6))
     vec = run_seeds(cfg, seeds, contexts(tmp_path, len(seeds)))
@@ -130,7 +143,9 @@ def test_a_pack_whose_members_all_diverge_reports_every_one_diverged(tmp_path: P
 
 def test_a_nan_member_leaves_the_stack_without_disturbing_the_others(tmp_path: Path) -> None:
     """Member 1's weights are set to NaN after step 10: it ends as diverged at step 11 with its curve up to step 10,
-    its rows leave the stack, and the other members' curves are bitwise those of the undisturbed pack."""
+    its rows leave the stack, and the other members' curves are those of the undisturbed pack: bitwise up to the
+    leave (the same stack), then within the tolerance (a stack of 2 may take other GEMM kernels than a stack of 3;
+    float64, non-chaotic: a NaN or a mis-sliced row would be off by far more)."""
     cfg = config()
     seeds = [0, 1, 2]
     clean = run_seeds(cfg, seeds, contexts(tmp_path, 3))
@@ -149,7 +164,8 @@ def test_a_nan_member_leaves_the_stack_without_disturbing_the_others(tmp_path: P
     assert repr(hit[1].curve.to_dict()["metrics"]["val_loss"]) == repr(clean[1].curve.metrics["val_loss"][:2])
     for k in (0, 2):
         assert (hit[k].status, hit[k].steps_run) == ("completed", 40)
-        assert repr(hit[k].curve.to_dict()) == repr(clean[k].curve.to_dict())
+        assert repr(hit[k].curve.to_dict()["metrics"]["val_loss"][:2]) == repr(clean[k].curve.metrics["val_loss"][:2])
+        assert_same_trial(hit[k], clean[k], seeds[k])
     assert live[10] == ([0, 1, 2], 3) and live[11] == ([0, 2], 2) and live[40] == ([0, 2], 2)
 
 
@@ -249,33 +265,28 @@ def test_the_eureka_trainer_vectorizes_packs_through_the_runner(tmp_path: Path) 
     assert records[0].wall_s == records[1].wall_s
 
 
-@pytest.mark.parametrize(
-    "script, args",
-    [
-        ("bench_vectorize.py", ["--steps", "4", "--ks", "1", "2", "--rounds", "1", "--tiny"]),
-        ("bench_end_to_end.py", ["--seeds", "2", "--lrs", "1e-3", "--steps", "20", "--k", "2", "--stop", "2",
-                                 "--backend", "local", "--tiny"]),
-        ("bench_gpu.py", ["--gpus", "0", "--backend", "local", "--tiny", "--steps", "20", "--k", "2",
-                          "--packs-per-gpu", "2", "--single-trials", "2", "--pack-trials", "4"]),
-    ],
-)
-def test_benchmark_scripts_print_their_ratio_last(tmp_path: Path, script: str, args: list[str]) -> None:
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, "--work-dir", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    last = out.stdout.strip().splitlines()[-1]
-    assert last.startswith("ratio") and float(last.split()[-1].rstrip("x")) > 0, out.stdout[-2000:]
-
-
 # ---- train.stop_when_decided: stop once the outcome cannot change ---------------------------------------------------
 
-# One synonym per token: normsoftmax seeds 0, 3, 4, 5 solve it by step ~150 (as a pack: 120, 140, 80, 100); softmax
-# solves it for none of seeds 0-2 by step 300.
+# One synonym per token, NormSoftmax, float32: most seeds solve it by step ~60-160. The dynamics are chaotic, so
+# which seeds succeed and when depends on the CPU's code path (measured: eureka steps differ between paths); every
+# expectation below comes from the run itself or from a run of the same code path.
 QUICK = {
     "task": {"val_size": 256, "synonyms": 1},
     "model": {"depth": 2, "width": 32, "heads": 4, "kernel": "normsoftmax"},
     "train": {"steps": 400, "batch_size": 64, "eval_every": 20},
 }
+
+
+def prefix(curve: Curve, n: int) -> Curve:
+    return Curve(curve.steps[:n], {name: values[:n] for name, values in curve.metrics.items()})
+
+
+def first_decided(curve: Curve, success: Any, confirm: int) -> int | None:
+    """The first eval step at which `curve`, read up to that eval, is decided (None: never)."""
+    from trainers.base import decided
+
+    return next((curve.steps[n - 1] for n in range(1, len(curve.steps) + 1)
+                 if decided(prefix(curve, n), success, "max", confirm)), None)
 
 
 def assert_prefix(stopped: TrainResult, full: TrainResult, through: int | None = None) -> None:
@@ -289,93 +300,95 @@ def assert_prefix(stopped: TrainResult, full: TrainResult, through: int | None =
 
 
 def test_sequential_trial_stops_once_decided_with_the_same_outcome(tmp_path: Path):
+    """Up to its stop, a stopped trial is the same computation as the full one, so its curve is the full curve's
+    prefix value for value and its outcome is the same, on any CPU. Which seed succeeds is the CPU's business: the
+    test takes the first of seeds 0-3 whose full run succeeds."""
     from trainers.base import judge
 
-    full = TRAINER.run(config(base=QUICK), 1, TrialContext(workdir=tmp_path / "a"))
-    stopped = TRAINER.run(config({"train": {"stop_when_decided": 3}}, base=QUICK), 1,
-                          TrialContext(workdir=tmp_path / "b"))
     cfg = config(base=QUICK)
-    outcome = judge(full.curve, cfg.success, "max")
-    assert outcome.success and outcome.eureka_step is not None
+    for seed in range(4):
+        full = TRAINER.run(cfg, seed, TrialContext(workdir=tmp_path / "a"))
+        outcome = judge(full.curve, cfg.success, "max")
+        if outcome.success and outcome.eureka_step < 400 - 2 * 20:
+            break
+    assert outcome.success and outcome.eureka_step is not None, "no seed of 0-3 succeeded: the test means nothing"
+    stopped = TRAINER.run(config({"train": {"stop_when_decided": 3}}, base=QUICK), seed,
+                          TrialContext(workdir=tmp_path / "b"))
     assert stopped.status == "completed" and stopped.extra == {"stopped_when_decided": True}
-    assert outcome.eureka_step + 2 * 20 <= stopped.steps_run < 400  # at the earliest, 3 evals from the jump
+    assert stopped.steps_run == first_decided(full.curve, cfg.success, 3)  # 3 evals at or above the threshold
+    assert outcome.eureka_step + 2 * 20 <= stopped.steps_run < 400
     assert all(v >= 0.9 for v in stopped.curve.metrics["val_acc"][-3:]) and stopped.curve.steps[-1] == stopped.steps_run
     assert judge(stopped.curve, cfg.success, "max") == outcome
     assert_prefix(stopped, full)
 
 
-def test_each_member_stops_once_decided_and_the_pack_goes_on_without_it(tmp_path: Path):
-    """Every member stops at its own first eval where its curve has met the threshold twice in a row, with its
-    eureka_step; the members still undecided go on in a smaller stack. Curves are the full pack run's value for value
-    until the first member leaves; after that the smaller batched matmuls may round differently, which NormSoftmax
-    amplifies (as between 1 and 2 threads), so later values are close and the stops and eureka steps the same."""
-    from trainers.base import decided, judge
+@pytest.mark.parametrize("seeds, lrs", [([0, 3, 4, 5], None), ([4, 0, 0], [1e-3, 3e-3, 1e-3])],
+                         ids=["one-lr", "mixed-lrs"])
+def test_each_member_stops_once_decided_and_the_pack_goes_on_without_it(tmp_path: Path, seeds: list[int],
+                                                                        lrs: list[float] | None):
+    """Every member stops at the first eval where its own curve has met the threshold twice in a row (or trains to
+    the end), and the stack holds exactly the members not yet stopped. Until the first member leaves, the stopped
+    pack is the same computation as the full pack (the same stack), so its curves are the full pack's value for
+    value and the members that leave first keep the full pack's eureka step. After that, a smaller stack may take
+    other GEMM kernels, whose rounding NormSoftmax amplifies: later members are checked against their own curves.
+    With mixed lrs, each member keeps its own lr as others leave (test_members_keep_their_own_learning_rates...)."""
+    from trainers.base import judge
 
-    seeds = [0, 3, 4, 5]
-    full = run_seeds(config(base=QUICK), seeds, contexts(tmp_path / "full", 4))
+    success = config(base=QUICK).success
+    full = run_seeds(config(base=QUICK), seeds, contexts(tmp_path / "full", len(seeds)), lrs=lrs)
     sizes: dict[int, int] = {}
-    stopped = run_seeds(config({"train": {"stop_when_decided": 2}}, base=QUICK), seeds, contexts(tmp_path / "s", 4),
+    stopped = run_seeds(config({"train": {"stop_when_decided": 2}}, base=QUICK), seeds,
+                        contexts(tmp_path / "s", len(seeds)), lrs=lrs,
                         after_step=lambda step, params, members: sizes.setdefault(step, len(members)))
-    success = config(base=QUICK).success
-    expected_stops = []
+    ends = []
+    for member in stopped:
+        stop = first_decided(member.curve, success, 2)
+        if stop is None or stop == 400:  # never decided before the last step: trains to the end, no stop flag
+            assert (member.status, member.steps_run, member.extra) == ("completed", 400, {})
+        else:
+            assert (member.steps_run, member.extra) == (stop, {"stopped_when_decided": True})
+            assert member.curve.steps[-1] == stop
+        ends.append(member.steps_run)
+    leaves = sorted({end for end in ends if end < 400})
+    assert len(leaves) > 1, f"the members must leave at different evals for this test to mean anything: {ends}"
+    for step, size in sizes.items():  # the stack holds exactly the members not yet stopped (at the last step too)
+        assert size == sum(end > step or end == 400 for end in ends), step
     for member, reference in zip(stopped, full, strict=True):
-        outcome = judge(reference.curve, success, "max")
-        assert outcome.success
-        prefixes = (Curve.from_dict({"steps": reference.curve.steps[:i + 1], "metrics": {
-            name: values[:i + 1] for name, values in reference.curve.metrics.items()}})
-            for i in range(len(reference.curve.steps)))
-        stop = next(c.steps[-1] for c in prefixes if decided(c, success, "max", 2))
-        assert outcome.eureka_step + 20 <= stop < 400
-        assert (member.steps_run, member.extra) == (stop, {"stopped_when_decided": True})
-        assert judge(member.curve, success, "max").eureka_step == outcome.eureka_step
-        expected_stops.append(stop)
-    assert len(set(expected_stops)) > 1, "the members must stop at different evals for this test to mean anything"
-    for member, reference in zip(stopped, full, strict=True):
-        assert_prefix(member, reference, through=min(expected_stops))
-    for step, size in sizes.items():  # the stack holds exactly the members not yet stopped
-        assert size == sum(stop > step for stop in expected_stops), step
-    # softmax on the same budget: a member that never succeeds is never decided, so it trains to the end
-    undecided = run_seeds(config({"model": {"kernel": "softmax"}, "train": {"stop_when_decided": 2}}, base=QUICK),
-                          [0, 1, 2], contexts(tmp_path / "u", 3))
-    assert not all(judge(r.curve, success, "max").success for r in undecided)
-    assert {r.steps_run for r in undecided} == {400} and all(r.extra == {} for r in undecided)
+        assert_prefix(member, reference, through=leaves[0])
+        if member.steps_run == leaves[0]:
+            assert judge(member.curve, success, "max") == judge(reference.curve, success, "max")
 
 
-def test_members_with_their_own_learning_rates_leave_the_stack_and_the_rest_keep_theirs(tmp_path: Path):
-    """A pack mixing two lrs with stop_when_decided: after a member leaves, each remaining member still moves by its
-    own lr, so every member stops where the unstopped pack's curve says it is decided, with the same eureka_step."""
-    from trainers.base import decided, judge
-
-    # Seed 4 at 1e-3 is decided first (Eureka at step 80); seed 0 never succeeds at 3e-3 but does at 1e-3 (step 120):
-    # had the second row inherited the first row's lr when the first left, the two seed-0 outcomes would swap.
-    seeds, lrs = [4, 0, 0], [1e-3, 3e-3, 1e-3]
-    success = config(base=QUICK).success
-    full = run_seeds(config(base=QUICK), seeds, contexts(tmp_path / "full", 3), lrs=lrs)
-    sizes: dict[int, int] = {}
-    stopped = run_seeds(config({"train": {"stop_when_decided": 2}}, base=QUICK), seeds, contexts(tmp_path / "s", 3),
-                        after_step=lambda step, params, members: sizes.setdefault(step, len(members)), lrs=lrs)
-    stops = []
-    for member, reference in zip(stopped, full, strict=True):
-        prefixes = (Curve(reference.curve.steps[:i + 1], {n: v[:i + 1] for n, v in reference.curve.metrics.items()})
-                    for i in range(len(reference.curve.steps)))
-        stop = next((c.steps[-1] for c in prefixes if decided(c, success, "max", 2)), 400)
-        assert member.steps_run == stop
-        assert judge(member.curve, success, "max") == judge(reference.curve, success, "max")
-        stops.append(stop)
-    assert stops[0] < stops[2] < stops[1] == 400, "the members must leave in this order for this to mean anything"
-    assert sizes[stops[0]] == 2 and sizes[stops[2]] == 1
-    # The seed-0 member at 1e-3 trained its last 40 steps without the first member: still the full pack's curve
-    # (measured: equal; with the first row's lr it would be 0.125 off in val_loss).
-    n = len(stopped[2].curve.steps)
-    assert stopped[2].curve.metrics["val_loss"] == pytest.approx(full[2].curve.metrics["val_loss"][:n], abs=1e-3)
+def test_a_member_that_is_never_decided_trains_to_the_end(tmp_path: Path):
+    """An unreachable threshold (val_acc 1.01): no member is ever decided, so every one trains every step and none
+    carries the stop flag."""
+    cfg = config({"train": {"steps": 60, "stop_when_decided": 1}, "success": {"threshold": 1.01}}, base=QUICK)
+    results = run_seeds(cfg, [0, 1, 2], contexts(tmp_path, 3))
+    assert [(r.status, r.steps_run, r.extra) for r in results] == [("completed", 60, {})] * 3
 
 
-def test_stop_when_decided_keeps_old_trial_ids_at_its_default():
+def test_members_keep_their_own_learning_rates_after_one_leaves_the_stack(tmp_path: Path):
+    """Member 0 (lr 1.0) diverges within a few steps and leaves the stack; the members behind it go on at their own
+    lrs, 3e-4 and 3e-3, each equal to the sequential trainer at its lr (softmax, float64: not chaotic, measured gap
+    <= 1e-10 of the tolerance). Had the rows inherited the wrong lrs when row 0 left (lr 1.0 for the first, 3e-4 for
+    the second), their curves would be far off."""
+    cfg = config({"train": {"divergence_loss": 3.0}})
+    seeds, lrs = [0, 1, 2], [1.0, 3e-4, 3e-3]
+    vec = run_seeds(cfg, seeds, contexts(tmp_path, 3), lrs=lrs)
+    assert vec[0].status == "diverged" and vec[0].steps_run < 10, "member 0 must leave early for this to mean anything"
+    for seed, lr, result in zip(seeds, lrs, vec, strict=True):
+        seq = TRAINER.run(config({"train": {"divergence_loss": 3.0, "lr": lr}}), seed, TrialContext(workdir=tmp_path))
+        assert_same_trial(result, seq, seed)
+    assert vec[1].status == vec[2].status == "completed"
+
+
+def test_stop_when_decided_and_dtype_keep_old_trial_ids_at_their_defaults():
     from orchestrator.schema import to_dict
 
-    base = to_dict(config(), identity_only=True)
-    assert "stop_when_decided" not in base["train"] and "device" not in base["train"]
+    base = to_dict(config(base={}), identity_only=True)
+    assert not {"stop_when_decided", "device", "dtype"} & set(base["train"])
     assert to_dict(config({"train": {"stop_when_decided": 3}}), identity_only=True)["train"]["stop_when_decided"] == 3
+    assert to_dict(config({"train": {"dtype": "float64"}}, base={}), identity_only=True)["train"]["dtype"] == "float64"
 
 
 def test_device_auto_is_the_cpu_without_a_gpu_and_cuda_without_one_is_an_error():

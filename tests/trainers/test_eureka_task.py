@@ -13,6 +13,8 @@ import torch
 from trainers.eureka import N_CLASSES, TaskConfig, TokenTask, build_task, indicators_match
 from trainers.images import ImageSplit, ImageTask, load_digits_split, load_idx, load_image_folder, load_source
 
+pytestmark = pytest.mark.numeric  # run again under other CPU code paths by `make test`
+
 N = 20_000
 
 

@@ -21,6 +21,8 @@ from trainers.checkpoint import load_checkpoint
 from trainers.eureka import TRAINER
 from trainers.model import ModelConfig
 
+pytestmark = pytest.mark.numeric  # run again under other CPU code paths by `make test`
+
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {
     "task": {"synonyms": 1, "val_size": 512},
@@ -170,7 +172,9 @@ def test_every_trainer_key_has_a_documented_default() -> None:
             assert f.default is not dataclasses.MISSING
     defaults = build(TRAINER.config_class, {})
     assert (defaults.task.synonyms, defaults.model.kernel, defaults.train.steps) == (3, "softmax", 2000)
-    assert dataclasses.fields(TrainConfig)[-1].metadata["identity"] is False  # checkpoint_every
+    identity = {f.name: f.metadata["identity"] for f in dataclasses.fields(TrainConfig)}
+    assert identity["checkpoint_every"] is identity["device"] is False  # never change a result
+    assert identity["dtype"] == identity["stop_when_decided"] == "unless_default"  # added after results existed
 
 
 def test_the_image_task_vit_learns_the_target_digits(tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ from trainers.model import (
     temperature_kernel,
 )
 
+pytestmark = pytest.mark.numeric  # run again under other CPU code paths by `make test`
+
 D = 16
 
 

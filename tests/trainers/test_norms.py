@@ -10,6 +10,8 @@ import torch
 
 from trainers.model import Encoder, ModelConfig, admin_closed_form
 
+pytestmark = pytest.mark.numeric  # run again under other CPU code paths by `make test`
+
 
 def encoder(norm: str, depth: int = 4, admin_init: str = "profile", seed: int = 0) -> Encoder:
     """Xavier-scale init (std 1/sqrt(width)), Admin's setting: every branch adds O(1) variance."""

@@ -20,6 +20,8 @@ from trainers.depth import SequenceTask
 from trainers.depth import sample as depth_sample
 from trainers.kernel_regression import RegressionTask, make_data
 
+pytestmark = pytest.mark.numeric  # run again under other CPU code paths by `make test`
+
 
 def run(name: str, overrides: dict[str, Any], tmp_path: Path, seed: int = 0) -> Any:
     trainer = get_trainer(name)
