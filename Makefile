@@ -29,12 +29,14 @@ CODE_PATHS := "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTR
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt examples/toylab/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: the local CPU build, so nothing pulls the multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# The example plug-in trainer package (README "Your own trainer"): the tests run it by its entry point.
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/toylab
 	touch $(STAMP)
 
 demo: setup

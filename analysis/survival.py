@@ -24,7 +24,7 @@ from analysis.eureka import LEARNED
 from analysis.groups import COMPLETED, group_labels
 
 BandMethod = Literal["log-log", "linear"]
-# The trials-table column of a record's extra["stopped_when_decided"] (trainers.base.STOPPED_WHEN_DECIDED): the trial
+# The trials-table column of a record's extra["stopped_when_decided"] (orchestrator.api.STOPPED_WHEN_DECIDED): the trial
 # stopped once its success was confirmed (train.stop_when_decided).
 STOPPED_COLUMN = "extra_stopped_when_decided"
 

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from orchestrator.api import TrialContext
 from orchestrator.schema import build
-from trainers.base import TrialContext
 from trainers.ensemble import run_seeds
 from trainers.eureka import TRAINER
 

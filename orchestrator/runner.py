@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator import schema
+from orchestrator.api import Trainer, TrainResult, TrialContext, best_and_final, judge
 from orchestrator.identity import TrialSpec, canonical_json
+from orchestrator.plugins import get_trainer
 from orchestrator.records import TrialRecord
 from orchestrator.store import RunStore, now_iso
-from trainers import get_trainer
-from trainers.base import Trainer, TrainResult, TrialContext, best_and_final, judge
 
 ERROR_TAIL_LINES = 25
 Reporter = Callable[[int, dict[str, float]], None]

@@ -1,6 +1,6 @@
 """Validate plain dicts (from YAML or --set) against a trainer's dataclass schema.
 
-The schema is declared once, in the trainer (`trainers.base.param`); everything here is generic: unknown keys
+The schema is declared once, in the trainer (`orchestrator.api.param`); everything here is generic: unknown keys
 get the closest valid name, values are coerced to the declared type (YAML reads `1e-3` as a string), and range
 and choice violations say what is allowed.
 """

@@ -12,6 +12,7 @@ Every problem is a `SpecError` that renders as one line: `file:line: key: what i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -22,10 +23,10 @@ import numpy as np
 import yaml
 
 from orchestrator import schema
+from orchestrator.api import SuccessConfig, Trainer, param, section
 from orchestrator.identity import TrialSpec, canonical, normalise_number, trial_id
+from orchestrator.plugins import TrainerError, get_trainer, identity_name, reference
 from orchestrator.schema import SchemaError, closest
-from trainers import UnknownTrainerError, get_trainer
-from trainers.base import SuccessConfig, Trainer, param, section
 
 TOP_LEVEL_KEYS = ("name", "trainer", "config", "sweep", "backend", "search")  # search: read by orchestrator.search
 AXIS_FORMS = ("a list of values", "{range: [start, stop]}", "{range: [start, stop, step]}",
@@ -145,14 +146,18 @@ class SweepSpec:
     axes: dict[str, list[Any]]  # sorted by key, so expansion order does not depend on the file's order
     backend: BackendConfig
     document: dict[str, Any] = field(repr=False)  # the sweep as launched (after --set), saved for provenance
+    locate: Any = field(default=None, repr=False, compare=False)  # key path -> line, for errors found on expansion
 
     @property
     def n_trials(self) -> int:
         return int(np.prod([len(values) for values in self.axes.values()])) if self.axes else 1
 
     def trials(self) -> list[TrialSpec]:
-        """The product of the axes, each a fully resolved trial with its identity."""
+        """The product of the axes, each a fully resolved trial with its identity. A combination of axis values
+        that the config's `validate()` rejects is a SpecError naming the axes (checked once per configuration)."""
         keys = list(self.axes)
+        id_name = identity_name(self.trainer_name, self.trainer)
+        checked: set[str] = set()
         out = []
         for combination in itertools.product(*(self.axes[k] for k in keys)):
             params = dict(zip(keys, combination, strict=True))
@@ -161,9 +166,13 @@ class SweepSpec:
                 if key != SEED_AXIS:
                     schema.set_dotted(config, key, value)
             resolved = schema.build(self.trainer.config_class, config)
+            swept = {k: v for k, v in params.items() if k != SEED_AXIS}
+            if swept and (signature := repr(sorted(swept.items()))) not in checked:
+                checked.add(signature)
+                _validate(self.file, resolved, self.locate, swept)
             seed = int(params.get(SEED_AXIS, 0))
             identity = schema.to_dict(resolved, identity_only=True)
-            tid = trial_id(self.trainer_name, seed, identity)
+            tid = trial_id(id_name, seed, identity)
             out.append(TrialSpec(tid, self.trainer_name, seed, canonical(schema.to_dict(resolved)), params))
         return out
 
@@ -192,11 +201,13 @@ def load_spec(path: Path | str, overrides: list[str] = ()) -> SweepSpec:
 
     trainer_name = document.get("trainer")
     if trainer_name is None:
-        raise SpecError(file, "trainer", "missing; name a registered trainer (e.g. trainer: eureka)")
+        raise SpecError(file, "trainer", "missing; name a registered trainer (e.g. trainer: eureka) or "
+                                         "module:attribute")
     try:
-        trainer = get_trainer(str(trainer_name))
-    except UnknownTrainerError as error:
-        raise SpecError(file, "trainer", error.message, locate("trainer")) from None
+        trainer_ref = reference(str(trainer_name))
+        trainer = get_trainer(trainer_ref)
+    except TrainerError as error:
+        raise SpecError(file, "trainer", str(error), locate("trainer")) from None
 
     try:
         base = schema.build(trainer.config_class, document.get("config"))
@@ -208,6 +219,8 @@ def load_spec(path: Path | str, overrides: list[str] = ()) -> SweepSpec:
     _check_success_metric(file, trainer, base, locate)
 
     axes = _parse_axes(file, trainer, document.get("sweep"), locate)
+    if not set(axes) - {SEED_AXIS}:  # with config axes, each combination is validated as the sweep expands
+        _validate(file, base, locate)
     for override in overrides:
         key = override.split("=", 1)[0].strip()
         if key in axes:
@@ -218,7 +231,8 @@ def load_spec(path: Path | str, overrides: list[str] = ()) -> SweepSpec:
     except SchemaError as error:
         raise SpecError(file, f"backend.{error.key}", error.message, locate("backend", *error.key.split("."))) from None
 
-    return SweepSpec(file, name, str(trainer_name), trainer, canonical(schema.to_dict(base)), axes, backend, document)
+    return SweepSpec(file, name, trainer_ref, trainer, canonical(schema.to_dict(base)), axes, backend, document,
+                     locate)
 
 
 # ---- YAML with line numbers -------------------------------------------------------------------------------------
@@ -291,6 +305,39 @@ def _part(document: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 # ---- validation helpers -----------------------------------------------------------------------------------------
+
+
+def _validate(file: str, config: Any, locate: Any, swept: dict[str, Any] | None = None) -> None:
+    """Run each config section's `validate()` (cross-field rules, data that must exist): a ConfigError (or any
+    ValueError) becomes a SpecError naming the keys, the rule and, for a swept combination, the axis values."""
+    for path, section_value in _sections(config, ()):
+        check = getattr(section_value, "validate", None)
+        if check is None:
+            continue
+        try:
+            check()
+        except ValueError as error:
+            keys = [".".join((*path, k)) for k in getattr(error, "keys", ())] or ([".".join(path)] if path else [])
+            names = ", ".join(f"config.{k}" for k in keys) or "config"
+            message = getattr(error, "message", str(error))
+            if swept:
+                message += f" (with {', '.join(f'{k}={v!r}' for k, v in swept.items())})"
+            line = None
+            if locate is not None and swept:
+                line = locate("sweep", next(iter(swept)))
+            elif locate is not None:
+                line = locate("config", *keys[0].split(".")) if keys else locate("config")
+            raise SpecError(file, names, message, line) from None
+
+
+def _sections(value: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    """The config and its nested sections, innermost first, each with its dotted path."""
+    out = []
+    for f in dataclasses.fields(value):
+        child = getattr(value, f.name)
+        if dataclasses.is_dataclass(child):
+            out.extend(_sections(child, (*path, f.name)))
+    return [*out, (path, value)]
 
 
 def _check_success_metric(file: str, trainer: Trainer, base: Any, locate: Any) -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -48,3 +50,20 @@ def cli_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture
+def ray_head(cli_env):
+    """A real `ray start --head` cluster on loopback, stopped after the test."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(cli_env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                    "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True, capture_output=True)
+    try:
+        # Ray 2.60's `ray start` turns token authentication on; a client joining it must opt in too.
+        yield f"127.0.0.1:{port}", dict(env, RAY_AUTH_MODE="token")
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from orchestrator.api import Curve, SuccessConfig, TrainResult, TrialContext, param, section
 
 
 @dataclass

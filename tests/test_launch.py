@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,9 +13,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.store import RunStore
-from tests.conftest import PYTHON, REPO
-
-RAY = str(Path(sys.executable).with_name("ray"))
+from tests.conftest import PYTHON, RAY, REPO
 
 
 def record_bytes(run_dir: Path) -> dict[str, bytes]:
@@ -161,22 +158,6 @@ def test_sigkill_mid_sweep_then_relaunch_finishes_each_trial_once(tiny_sweep, tm
     assert trials["trial_id"].is_unique and len(trials) == total
     attempts = dict(zip(trials["trial_id"], trials["attempt"], strict=True))
     assert all(attempts[tid] == 2 for tid in in_flight)  # interrupted ones were re-run
-
-
-@pytest.fixture
-def ray_head(cli_env):
-    """A real `ray start --head` cluster on loopback, stopped after the test."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = dict(cli_env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                    "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True, capture_output=True)
-    try:
-        # Ray 2.60's `ray start` turns token authentication on; a client joining it must opt in too.
-        yield f"127.0.0.1:{port}", dict(env, RAY_AUTH_MODE="token")
-    finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
 
 
 @pytest.mark.slow

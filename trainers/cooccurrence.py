@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainers.base import (
+from orchestrator.api import (
     Curve,
     Device,
     Dtype,
@@ -27,13 +27,16 @@ from trainers.base import (
     TrialContext,
     device_param,
     dtype_param,
+    due,
+    fingerprint,
     param,
     resolve_device,
     resolve_dtype,
+    resume_state,
+    save_checkpoint,
     section,
     to_device,
 )
-from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 
 MU1, MU2, MU3 = 0, 1, 2  # the special tokens; tokens 3..d-1 are fillers
 TYPES = ("both", "mu1", "mu2", "neither")

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from trainers.base import (
+from orchestrator.api import (
     Curve,
     Device,
     Dtype,
@@ -28,13 +28,16 @@ from trainers.base import (
     TrialContext,
     device_param,
     dtype_param,
+    due,
+    fingerprint,
     param,
     resolve_device,
     resolve_dtype,
+    resume_state,
+    save_checkpoint,
     section,
     to_device,
 )
-from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 from trainers.model import Encoder, ModelConfig, Norm, layer_entropies, output_change, qkv_grad_norms
 
 VAL_SEED = 2**31 - 1

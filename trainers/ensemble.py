@@ -57,16 +57,16 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 from torch.overrides import TorchFunctionMode
 
-from trainers.base import (
+from orchestrator.api import (
     STOPPED_WHEN_DECIDED,
     Curve,
     TrainResult,
     TrialContext,
     decided,
+    due,
     resolve_device,
     resolve_dtype,
 )
-from trainers.checkpoint import due
 from trainers.eureka import N_CLASSES, VAL_SEED, Batch, EurekaConfig, EurekaTrainer, TokenTask, build_task
 from trainers.model import Encoder, layer_entropies, qkv_grad_norms
 

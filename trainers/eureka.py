@@ -21,14 +21,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.base import (
+from orchestrator.api import (
     STOPPED_WHEN_DECIDED,
+    ConfigError,
     Curve,
     Device,
     Dtype,
@@ -38,17 +40,21 @@ from trainers.base import (
     decided,
     device_param,
     dtype_param,
+    due,
+    fingerprint,
     param,
     resolve_device,
     resolve_dtype,
+    resume_state,
+    save_checkpoint,
     section,
     to_device,
 )
-from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 from trainers.images import ImageTask, PatchEmbed, load_source
 from trainers.model import Encoder, ModelConfig, layer_entropies, qkv_grad_norms
 
 N_CLASSES = 10
+IMAGE_SIDE = {"digits": 16, "mnist": 56, "fashion_mnist": 56}  # 2x2 tiles of 8x8 digits or 28x28 MNIST images
 VAL_SEED = 2**31 - 1  # one fixed validation set shared by every seed, so curves are comparable across trials
 
 
@@ -91,6 +97,24 @@ class TaskConfig:
         "", doc="images with mnist/fashion_mnist: folder with mnist/ and fashion_mnist/, each idx(.gz) files or one npz"
     )
     patch_size: int = param(4, ge=1, doc="images: ViT patch side in pixels (must divide the image side)")
+
+    def validate(self) -> None:
+        """Image task: the local files it reads must be there, and the patch must tile the image."""
+        if self.kind != "images":
+            return
+        if self.image_source != "digits":
+            folders = ["mnist"] if self.image_source == "mnist" else ["mnist", "fashion_mnist"]
+            if not self.data_dir:
+                raise ConfigError(("image_source", "data_dir"), f"image_source {self.image_source!r} reads local "
+                                  f"files: set data_dir to the folder holding {' and '.join(f + '/' for f in folders)}")
+            missing = [f for f in folders if not (Path(self.data_dir) / f).is_dir()]
+            if missing:
+                raise ConfigError(("data_dir",), f"{self.data_dir!r} has no folder {', '.join(missing)}; "
+                                  f"image_source {self.image_source!r} reads its idx or npz files from there")
+        side = IMAGE_SIDE[self.image_source]
+        if side % self.patch_size:
+            raise ConfigError(("patch_size", "image_source"), f"patch_size must divide the image side; got "
+                              f"patch_size {self.patch_size}, {self.image_source} images are {side}x{side}")
 
 
 @dataclass
@@ -337,8 +361,6 @@ TRAINER = EurekaTrainer()
 
 
 if __name__ == "__main__":  # quick look: python -m trainers.eureka
-    from pathlib import Path
-
     for kernel in ("softmax", "normsoftmax"):
         cfg = EurekaConfig()
         cfg.model.kernel = kernel  # type: ignore[assignment]

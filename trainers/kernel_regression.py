@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from trainers.base import (
+from orchestrator.api import (
     Curve,
     Device,
     Dtype,
@@ -27,13 +27,16 @@ from trainers.base import (
     TrialContext,
     device_param,
     dtype_param,
+    due,
+    fingerprint,
     param,
     resolve_device,
     resolve_dtype,
+    resume_state,
+    save_checkpoint,
     section,
     to_device,
 )
-from trainers.checkpoint import due, fingerprint, resume_state, save_checkpoint
 from trainers.model import attention_entropy, gaussian_kernel, softmax_kernel
 
 TEACHER_SEED = 2**31 - 2  # the teacher (and so the targets' rule) is the same for every seed

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from trainers.base import param
+from orchestrator.api import ConfigError, param
 
 Kernel = Literal["softmax", "temperature", "normsoftmax", "heat", "gaussian"]
 Norm = Literal["pre_ln", "post_ln", "admin"]
@@ -57,6 +57,11 @@ class ModelConfig:
     init_std: float = param(
         0.02, gt=0, doc="std of the normal init of every linear, embedding and position weight (GPT-2/timm ViT value)"
     )
+
+    def validate(self) -> None:
+        if self.width % self.heads:
+            raise ConfigError(("width", "heads"), f"width must be divisible by heads; got width {self.width}, "
+                                                  f"heads {self.heads}")
 
 
 # ---- attention kernels: q (B, H, Tq, D), k (B, H, T, D) -> weights (B, H, Tq, T) ----------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from orchestrator.api import Curve, SuccessConfig, TrainResult, TrialContext, param, section
 
 
 @dataclass

@@ -33,11 +33,11 @@ from typing import Any, Literal
 import yaml
 
 from orchestrator import schema
+from orchestrator.api import param
 from orchestrator.identity import TrialSpec, normalise_number
 from orchestrator.schema import SchemaError, closest
 from orchestrator.search import objective as obj
 from orchestrator.spec import SEED_AXIS, SpecError, SweepSpec, load_spec, parse_yaml
-from trainers.base import param
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "log_int", "categorical")
 DISTRIBUTION_FORMS = ("{log_uniform: [low, high]}", "{uniform: [low, high]}", "{int: [low, high]}",

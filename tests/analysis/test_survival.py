@@ -134,7 +134,7 @@ def test_a_trial_stopped_once_decided_keeps_its_event_when_its_curve_is_too_shor
     """train.stop_when_decided ends a success a few evals after its jump: the detector calls such a curve too_short
     (or sees no plateau before it), and the trial would drop out of the time-to-event data. It counts instead at
     its threshold eureka_step; a too-short curve that did not stop once decided is still left out."""
-    from trainers.base import STOPPED_WHEN_DECIDED
+    from orchestrator.api import STOPPED_WHEN_DECIDED
 
     assert f"extra_{STOPPED_WHEN_DECIDED}" == STOPPED_COLUMN  # the trainers' extra key, as the trials table has it
     trials = trials_table([

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from orchestrator.api import Curve, SuccessConfig, TrainResult, TrialContext, param, section
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 LOG_LOW, LOG_HIGH = -3.0, -2.0  # p = 1 for lr in [1e-3, 1e-2] (kernel good)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from orchestrator.api import Curve, SuccessConfig, TrainResult, TrialContext, param, section
 from orchestrator.store import write_atomic
-from trainers.base import Curve, SuccessConfig, TrainResult, TrialContext, param, section
 
 CHECKPOINT = "checkpoint.json"
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from orchestrator.api import TrialContext
 from orchestrator.cli import main
 from orchestrator.spec import load_spec
 from tests.conftest import TINY_CONFIG, write_sweep
@@ -26,7 +27,6 @@ from tests.slurm.conftest import (
     submissions,
     wait_for,
 )
-from trainers.base import TrialContext
 
 TINY_AXES = "sweep: {seed: {range: [0, 3]}, model.kernel: [softmax, normsoftmax]}\n"
 
@@ -264,8 +264,8 @@ def test_submission_time_is_one_sbatch_per_array(slurm_cluster, tmp_path, capsys
 @pytest.mark.slow
 def test_requeued_eureka_trial_resumes_from_its_checkpoint_with_the_uninterrupted_curve(slurm_cluster, tmp_path):
     from orchestrator import schema
-    from trainers import get_trainer
-    from trainers.checkpoint import checkpoint_path
+    from orchestrator.api import checkpoint_path
+    from orchestrator.plugins import get_trainer
 
     run_dir = tmp_path / "run"
     steps = 6000  # ~10 s in a task: long enough to be killed mid-run (KillWait is 5 s)

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import torch
 
+from orchestrator.api import Curve, TrainResult, TrialContext
 from orchestrator.identity import TrialSpec
 from orchestrator.runner import execute_pack
 from orchestrator.schema import build
 from orchestrator.store import RunStore
-from trainers.base import Curve, TrainResult, TrialContext
 from trainers.ensemble import run_seeds
 from trainers.eureka import TRAINER
 
@@ -283,7 +283,7 @@ def prefix(curve: Curve, n: int) -> Curve:
 
 def first_decided(curve: Curve, success: Any, confirm: int) -> int | None:
     """The first eval step at which `curve`, read up to that eval, is decided (None: never)."""
-    from trainers.base import decided
+    from orchestrator.api import decided
 
     return next((curve.steps[n - 1] for n in range(1, len(curve.steps) + 1)
                  if decided(prefix(curve, n), success, "max", confirm)), None)
@@ -303,7 +303,7 @@ def test_sequential_trial_stops_once_decided_with_the_same_outcome(tmp_path: Pat
     """Up to its stop, a stopped trial is the same computation as the full one, so its curve is the full curve's
     prefix value for value and its outcome is the same, on any CPU. Which seed succeeds is the CPU's business: the
     test takes the first of seeds 0-3 whose full run succeeds."""
-    from trainers.base import judge
+    from orchestrator.api import judge
 
     cfg = config(base=QUICK)
     for seed in range(4):
@@ -332,7 +332,7 @@ def test_each_member_stops_once_decided_and_the_pack_goes_on_without_it(tmp_path
     value and the members that leave first keep the full pack's eureka step. After that, a smaller stack may take
     other GEMM kernels, whose rounding NormSoftmax amplifies: later members are checked against their own curves.
     With mixed lrs, each member keeps its own lr as others leave (test_members_keep_their_own_learning_rates...)."""
-    from trainers.base import judge
+    from orchestrator.api import judge
 
     success = config(base=QUICK).success
     full = run_seeds(config(base=QUICK), seeds, contexts(tmp_path / "full", len(seeds)), lrs=lrs)
@@ -392,7 +392,7 @@ def test_stop_when_decided_and_dtype_keep_old_trial_ids_at_their_defaults():
 
 
 def test_device_auto_is_the_cpu_without_a_gpu_and_cuda_without_one_is_an_error():
-    from trainers.base import resolve_device
+    from orchestrator.api import resolve_device
 
     if torch.cuda.is_available():
         assert resolve_device("auto").type == "cuda"

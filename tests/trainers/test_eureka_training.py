@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.api import Curve, TrialContext, load_checkpoint
 from orchestrator.schema import build
-from trainers.base import Curve, TrialContext
-from trainers.checkpoint import load_checkpoint
 from trainers.eureka import TRAINER
 from trainers.model import ModelConfig
 
@@ -76,7 +75,7 @@ CHILD = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from orchestrator.schema import build
-    from trainers.base import TrialContext
+    from orchestrator.api import TrialContext
     from trainers.eureka import TRAINER
 
     cfg = build(TRAINER.config_class, json.loads(sys.argv[1]))

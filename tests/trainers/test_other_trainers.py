@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import torch
 
+from orchestrator.api import TrainResult, TrialContext, load_checkpoint
+from orchestrator.plugins import get_trainer
 from orchestrator.schema import build
-from trainers import REGISTRY, get_trainer
-from trainers.base import TrainResult, TrialContext
-from trainers.checkpoint import load_checkpoint
+from trainers import REGISTRY
 from trainers.cooccurrence import MU1, MU2, MU3, CooccurrenceTask
 from trainers.cooccurrence import sample as cooccurrence_sample
 from trainers.depth import SequenceTask

@@ -221,15 +221,12 @@ class SlurmBackend(Backend):
     def _submit(self, store: RunStore, trials: list[TrialSpec], launch_id: str) -> list[Submission]:
         import submitit
 
-        import trainers
-
         max_size, _ = self.effective_max_array_size()
         arrays = split_arrays(self.task_chunks(trials), max_size)
         job_name = f"sweep-{store.root.name}"
         executor = submitit.SlurmExecutor(folder=jobs_dir(store), max_num_timeout=self.slurm.max_requeues,
                                           python=self.python_command)
         executor.update_parameters(**self.sbatch_parameters(job_name))
-        registry = dict(trainers.REGISTRY)
         submissions: list[Submission] = []
         for chunks in arrays:
             try:
@@ -237,7 +234,6 @@ class SlurmBackend(Backend):
                     jobs = [executor.submit(TrialChunk(str(store.root), [t.to_dict() for t in chunk], launch_id,
                                                        max_retries=self.config.max_retries,
                                                        num_threads=self.threads_per_trial,
-                                                       trainer_registry=registry,
                                                        seeds_per_trial=self.config.seeds_per_trial))
                             for chunk in chunks]
             except Exception as error:

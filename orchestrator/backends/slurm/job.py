@@ -32,21 +32,15 @@ class TrialChunk(submitit.helpers.Checkpointable):
     again, smaller, without its finished members."""
 
     def __init__(self, run_dir: str, trials: list[dict[str, Any]], launch_id: str, *, max_retries: int,
-                 num_threads: int, trainer_registry: dict[str, str], seeds_per_trial: int = 1) -> None:
+                 num_threads: int, seeds_per_trial: int = 1) -> None:
         self.run_dir = run_dir
         self.seeds_per_trial = seeds_per_trial
         self.trials = trials
         self.launch_id = launch_id
         self.max_retries = max_retries
         self.num_threads = num_threads
-        # Trainers registered in the launching process (plugins, notebooks, tests) are registered here too.
-        self.trainer_registry = trainer_registry
 
     def __call__(self) -> dict[str, str]:
-        import trainers
-
-        for name, target in self.trainer_registry.items():
-            trainers.REGISTRY.setdefault(name, target)
         store = RunStore(self.run_dir)
         statuses: dict[str, str] = {}
         todo: list[TrialSpec] = []

@@ -1,0 +1,5 @@
+"""Another package's trainer that shares the example's short name and config (for the identity test)."""
+
+from toylab.modadd import ModularAddition
+
+TRAINER = ModularAddition()
