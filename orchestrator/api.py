@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -228,16 +228,29 @@ class LoopTrainer:
 
 
 class Trainer(Protocol):
-    """What every trainer has. A trainer that can train several trials in one process (a seed pack) also has
-    `run_pack(configs, seeds, contexts) -> list[TrainResult]` (one result per trial, in order; raise
-    NotImplementedError for a pack it cannot vectorize and the orchestrator runs the trials one by one) and may
-    declare `pack_varies`, the config keys besides the seed that may differ inside a pack (e.g. ("train.lr",))."""
+    """What every trainer has (a `LoopTrainer` gets `run` from the shared loop). `version`, when a trainer declares
+    it, enters every trial id of the trainer (orchestrator/plugins.py)."""
 
     name: str
     config_class: type  # the root dataclass of the schema
     metric_directions: dict[str, Direction]
 
     def run(self, config: Any, seed: int, ctx: TrialContext) -> TrainResult: ...
+
+
+@runtime_checkable
+class PackTrainer(Protocol):
+    """A trainer that can also train a seed pack, several trials of one config, in one process (vectorized).
+
+    `run_pack` returns one result per trial, in order, each what `run` would return for it up to floating-point
+    rounding; it raises NotImplementedError for a pack it cannot vectorize, and the orchestrator then runs the
+    trials one by one. `pack_varies` names the config keys besides the seed that may differ inside a pack (e.g.
+    ("train.lr",)); the orchestrator packs only trials that differ in nothing else.
+    """
+
+    pack_varies: tuple[str, ...]
+
+    def run_pack(self, configs: list[Any], seeds: list[int], contexts: list[TrialContext]) -> list[TrainResult]: ...
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrator import schema
-from orchestrator.api import Trainer, TrainResult, TrialContext, best_and_final, judge
+from orchestrator.api import PackTrainer, Trainer, TrainResult, TrialContext, best_and_final, judge
 from orchestrator.identity import TrialSpec, canonical_json
 from orchestrator.plugins import get_trainer
 from orchestrator.records import TrialRecord
@@ -70,7 +70,7 @@ def execute_pack(
     vectorization problem costs time, never results. A member's wall_s is the pack's wall time / pack size.
     """
     trainer = get_trainer(trials[0].trainer)
-    if len(trials) == 1 or not hasattr(trainer, "run_pack"):
+    if len(trials) == 1 or not isinstance(trainer, PackTrainer):
         return [execute_trial(store, t, launch_id, max_retries=max_retries, num_threads=num_threads) for t in trials]
     configs = [schema.build(trainer.config_class, t.config) for t in trials]
     contexts = [TrialContext(workdir=store.trial_dir(t.trial_id), num_threads=num_threads) for t in trials]
@@ -94,7 +94,8 @@ def seed_packs(trials: list[TrialSpec], size: int) -> list[list[TrialSpec]]:
     Eureka trainer's train.lr) into packs of at most `size`, each pack in (config, seed) order."""
     if size <= 1:
         return [[trial] for trial in trials]
-    varies = {name: set(getattr(get_trainer(name), "pack_varies", ())) for name in {t.trainer for t in trials}}
+    varies = {name: set(trainer.pack_varies) if isinstance(trainer := get_trainer(name), PackTrainer) else set()
+              for name in {t.trainer for t in trials}}
     groups: dict[str, list[TrialSpec]] = {}
     for trial in trials:
         shared = {k: v for k, v in schema.flatten(trial.config).items() if k not in varies[trial.trainer]}

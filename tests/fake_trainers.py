@@ -27,6 +27,7 @@ class FakeTrainer:
     name = "fake"
     config_class = FakeConfig
     metric_directions = {"val_acc": "max"}
+    pack_varies = ()  # a PackTrainer: seeds only
 
     def run(self, config: FakeConfig, seed: int, ctx: TrialContext) -> TrainResult:
         ctx.workdir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.store import RunStore
-from tests.conftest import PYTHON, RAY, REPO
+from tests.conftest import PYTHON, RAY, REPO, write_sweep
 
 
 def record_bytes(run_dir: Path) -> dict[str, bytes]:
@@ -65,19 +65,22 @@ def test_second_launch_on_a_held_run_directory_is_refused(tiny_sweep, tmp_path: 
 
 
 @pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)])
-def test_failed_trials_are_kept_and_rerun_on_request(tiny_sweep, tmp_path: Path, capsys, backend):
+def test_failed_trials_are_kept_and_rerun_on_request(tmp_path: Path, capsys, monkeypatch, backend):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # Ray workers import the test trainer by its module:attribute
     run_dir = tmp_path / "run"
-    path = tiny_sweep(sweep="sweep: {seed: [0]}\n", backend=f"backend: {{kind: {backend}}}\n")
-    # An impossible model (width not divisible by heads) fails inside the trainer, in every attempt.
-    args = ["launch", str(path), "--run-dir", str(run_dir), "--no-progress", "--set", "model.heads=3"]
+    # The fake trainer raises in every attempt (fail_times counts attempts in the trial's folder).
+    path = write_sweep(tmp_path, "name: failing\ntrainer: tests.fake_trainers:TRAINER\n"
+                                 f"config: {{train: {{fail_times: 100}}}}\nsweep: {{seed: [0]}}\n"
+                                 f"backend: {{kind: {backend}}}\n")
+    args = ["launch", str(path), "--run-dir", str(run_dir), "--no-progress"]
     assert main(args) == 1
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert list(trials["status"]) == ["failed"] and list(trials["attempt"]) == [2]  # max_retries 1
-    assert "not divisible by model.heads 3" in trials["error"][0]
+    assert "RuntimeError: planned failure 2" in trials["error"][0]
     capsys.readouterr()
     assert main(["status", str(run_dir)]) == 0
     out = capsys.readouterr().out
-    assert "0 completed, 0 diverged, 1 failed" in out and "not divisible" in out
+    assert "0 completed, 0 diverged, 1 failed" in out and "planned failure" in out
     assert main(args) == 0  # kept: not re-run
     assert main([*args, "--retry-failed"]) == 1
     assert list(pd.read_parquet(run_dir / "trials.parquet")["attempt"]) == [4]

@@ -14,26 +14,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from orchestrator.api import (
-    Curve,
-    Device,
-    Dtype,
+    LoopTrainer,
     SuccessConfig,
-    TrainResult,
-    TrialContext,
-    device_param,
-    dtype_param,
-    due,
-    fingerprint,
+    TrainSection,
     param,
-    resolve_device,
     resolve_dtype,
-    resume_state,
-    save_checkpoint,
     section,
     to_device,
 )
@@ -64,18 +55,13 @@ class CooccurrenceModel:
 
 
 @dataclass
-class CooccurrenceTrain:
+class CooccurrenceTrain(TrainSection):
     """Full-batch gradient descent (no momentum, no weight decay)."""
 
     steps: int = param(3000, ge=1, doc="gradient-descent steps")
-    lr: float = param(0.01, gt=0, doc="gradient-descent step size")
     eval_every: int = param(100, ge=1, doc="steps between logged evaluations (step 0 and the last are logged)")
     divergence_loss: float = param(1e3, gt=0, doc="a loss above this (or NaN/inf) ends the trial as diverged")
-    checkpoint_every: int = param(
-        0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
-    )
-    device: Device = device_param()
-    dtype: Dtype = dtype_param()
+    lr: float = param(0.01, gt=0, doc="gradient-descent step size")
 
 
 @dataclass
@@ -144,7 +130,7 @@ SCORE_PAIRS = [(q, k) for q in ("mu1", "mu2", "mu3") for k in ("mu1", "mu2", "mu
 TOKEN = {"mu1": MU1, "mu2": MU2, "mu3": MU3}
 
 
-class CooccurrenceTrainer:
+class CooccurrenceTrainer(LoopTrainer):
     name = "cooccurrence"
     config_class = CooccurrenceConfig
     metric_directions = {
@@ -153,67 +139,67 @@ class CooccurrenceTrainer:
         **{f"score_{q}_{k}": "max" for q, k in SCORE_PAIRS},
     }  # fmt: skip
 
-    def run(self, config: CooccurrenceConfig, seed: int, ctx: TrialContext) -> TrainResult:
-        torch.set_num_threads(ctx.num_threads)
+    # Full-batch GD: step s moves the weights to theta_s with the gradient at theta_{s-1}, then runs the forward and
+    # backward pass at theta_s. So the loss step s returns, the margins evaluate(s) logs and T1 are all at theta_s,
+    # and the gradient the next step needs is already there (one forward and backward per step).
+
+    def setup(self, config: CooccurrenceConfig, seed: int, device: torch.device) -> dict[str, Any]:
         task, tc = config.task, config.train
-        device, dtype = resolve_device(tc.device), resolve_dtype(tc.dtype)
-        torch.manual_seed(seed)  # model init, on the CPU in float32: the same weights on any device and in any dtype
+        dtype = resolve_dtype(tc.dtype)
+        # model init from the loop's torch.manual_seed(seed), on the CPU in float32: the same weights anywhere
         model = CooccurrenceNet(task.vocab, config.model.m, config.model.m1, config.model.init_std)
         model = model.to(device=device, dtype=dtype)
-        optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr)  # plain full-batch gradient descent
-        tokens, labels, kinds = to_device(device, *sample(task, task.n, torch.Generator().manual_seed(seed)),
-                                          dtype=dtype)
-        val = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
-        val_tokens, val_labels, _ = to_device(device, *val, dtype=dtype)
-        curve, t1, start = Curve(), None, 0
-        trial = fingerprint(config, seed)
-        state = resume_state(ctx.workdir, tc.checkpoint_every, trial)
-        if state is not None:  # the training and val sets are redrawn from their seeds above, identically
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
-            curve = Curve.from_dict(state["curve"])
-            t1, start = state["t1"], state["step"]
+        state = {
+            "model": model,
+            "optimizer": torch.optim.SGD(model.parameters(), lr=tc.lr),  # plain full-batch gradient descent
+            "t1": None,  # first step at which every training margin is positive
+            # the training and val sets are redrawn from their seeds, identically, on every (re)start
+            "_train": to_device(device, *sample(task, task.n, torch.Generator().manual_seed(seed)), dtype=dtype),
+            "_val": to_device(device, *sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED)),
+                              dtype=dtype)[:2],
+        }  # fmt: skip
+        self._forward_backward(state, 0)
+        return state
 
-        def evaluate(step: int, margins: torch.Tensor, losses: torch.Tensor) -> None:
-            with torch.inference_mode():
-                val_margins = val_labels * model(val_tokens)
-            metrics = {
-                "train_loss": float(losses.mean()),
-                "train_acc": float((margins > 0).float().mean()),
-                "min_margin": float(margins.min()),
-                "val_loss": float(F.softplus(-val_margins).mean()),
-                "val_acc": float((val_margins > 0).float().mean()),
-                **{f"loss_{t}": float(losses[kinds == i].mean()) if (kinds == i).any() else math.nan
-                   for i, t in enumerate(TYPES)},
-                **{f"score_{q}_{k}": model.score(TOKEN[q], TOKEN[k]) for q, k in SCORE_PAIRS},
-            }  # fmt: skip
-            curve.append(step, metrics)
-            ctx.report(step, metrics)
+    def step(self, state: dict[str, Any], step: int) -> torch.Tensor:
+        if state["_grad_at"] != step - 1:  # resumed: the gradient at the restored weights
+            self._forward_backward(state, step - 1)
+        state["optimizer"].step()
+        return self._forward_backward(state, step)
 
-        for step in range(start, tc.steps + 1):  # the forward at `step` sees the parameters after `step` updates
-            margins = labels * model(tokens)  # (n,)
-            losses = F.softplus(-margins)  # logistic loss log(1 + exp(-y F))
-            loss = losses.mean()
-            loss_value = loss.item()
-            if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
-                return TrainResult(curve, "diverged", step, extra={"diverged_loss": loss_value, "t1": t1})
-            if t1 is None and bool((margins > 0).all()):
-                t1 = step
-            if step == 0 or due(step, tc.eval_every) or step == tc.steps:
-                evaluate(step, margins.detach(), losses.detach())
-            if step == tc.steps:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if due(step + 1, tc.checkpoint_every) and step + 1 < tc.steps:  # after step + 1 updates, before its forward
-                save_checkpoint(ctx.workdir, {
-                    "fingerprint": trial, "step": step + 1, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "curve": curve.to_dict(), "t1": t1,
-                })  # fmt: skip
-        return TrainResult(curve, "completed", tc.steps, extra={"t1": t1})
+    def evaluate(self, state: dict[str, Any], step: int) -> dict[str, float]:
+        model, margins, losses = state["model"], state["_margins"], state["_losses"]
+        kinds = state["_train"][2]
+        val_tokens, val_labels = state["_val"]
+        with torch.inference_mode():
+            val_margins = val_labels * model(val_tokens)
+        return {
+            "train_loss": float(losses.mean()),
+            "train_acc": float((margins > 0).float().mean()),
+            "min_margin": float(margins.min()),
+            "val_loss": float(F.softplus(-val_margins).mean()),
+            "val_acc": float((val_margins > 0).float().mean()),
+            **{f"loss_{t}": float(losses[kinds == i].mean()) if (kinds == i).any() else math.nan
+               for i, t in enumerate(TYPES)},
+            **{f"score_{q}_{k}": model.score(TOKEN[q], TOKEN[k]) for q, k in SCORE_PAIRS},
+        }  # fmt: skip
+
+    def summary(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {"t1": state["t1"]}
+
+    @staticmethod
+    def _forward_backward(state: dict[str, Any], step: int) -> torch.Tensor:
+        """The full-batch loss at the current weights (theta_step) and its gradient; records T1."""
+        tokens, labels, _ = state["_train"]
+        margins = labels * state["model"](tokens)  # (n,)
+        losses = F.softplus(-margins)  # logistic loss log(1 + exp(-y F))
+        loss = losses.mean()
+        state["optimizer"].zero_grad(set_to_none=True)
+        loss.backward()
+        state["_margins"], state["_losses"], state["_grad_at"] = margins.detach(), losses.detach(), step
+        if state["t1"] is None and bool((margins > 0).all()):
+            state["t1"] = step
+        return loss.detach()
 
 
 TRAINER = CooccurrenceTrainer()

@@ -12,29 +12,18 @@ relative output change under a small random parameter perturbation (how fragile 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from orchestrator.api import (
-    Curve,
-    Device,
-    Dtype,
+    LoopTrainer,
     SuccessConfig,
-    TrainResult,
-    TrialContext,
-    device_param,
-    dtype_param,
-    due,
-    fingerprint,
+    TrainSection,
     param,
-    resolve_device,
     resolve_dtype,
-    resume_state,
-    save_checkpoint,
     section,
     to_device,
 )
@@ -63,23 +52,18 @@ class DepthModelConfig(ModelConfig):
 
 
 @dataclass
-class DepthTrain:
+class DepthTrain(TrainSection):
     """Adam with linear warmup then constant lr, on fresh batches."""
 
     steps: int = param(400, ge=1, doc="optimiser steps")
+    eval_every: int = param(50, ge=1, doc="steps between evaluations (step 0 and the last step are always evaluated)")
+    divergence_loss: float = param(1e2, gt=0, doc="a training loss above this (or NaN/inf) ends the trial as diverged")
     batch_size: int = param(64, ge=1, doc="examples per step")
     lr: float = param(1e-3, gt=0, doc="Adam learning rate after warmup")
     warmup: int = param(0, ge=0, doc="steps of linear warmup from 0 to lr (0 = none; Post-LN needs it when deep)")
-    eval_every: int = param(50, ge=1, doc="steps between evaluations (step 0 and the last step are always evaluated)")
     perturbation: float = param(
         1e-3, ge=0, doc="relative size of the random parameter perturbation for output_change (0 = not logged)"
     )
-    divergence_loss: float = param(1e2, gt=0, doc="a training loss above this (or NaN/inf) ends the trial as diverged")
-    checkpoint_every: int = param(
-        0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
-    )
-    device: Device = device_param()
-    dtype: Dtype = dtype_param()
 
 
 @dataclass
@@ -106,7 +90,7 @@ def sample(task: SequenceTask, n: int, g: torch.Generator) -> tuple[torch.Tensor
     return torch.cat([symbols, queries], dim=1), targets
 
 
-class DepthTrainer:
+class DepthTrainer(LoopTrainer):
     name = "depth"
     config_class = DepthConfig
     metric_directions = {
@@ -115,81 +99,60 @@ class DepthTrainer:
         **{f"attn_entropy_l{i}": "min" for i in range(64)},
     }  # fmt: skip
 
-    def run(self, config: DepthConfig, seed: int, ctx: TrialContext) -> TrainResult:
-        torch.set_num_threads(ctx.num_threads)
+    def setup(self, config: DepthConfig, seed: int, device: torch.device) -> dict[str, Any]:
         task, tc = config.task, config.train
-        L = task.length
-        device, dtype = resolve_device(tc.device), resolve_dtype(tc.dtype)
-        torch.manual_seed(seed)  # model init, on the CPU in float32: the same weights on any device and in any dtype
-        model = Encoder(config.model, task.vocab + 1, 2 * L, task.vocab, readout="all").to(device=device, dtype=dtype)
-        val = sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED))
-        val_inputs, val_targets = to_device(device, *val, dtype=dtype)
+        dtype = resolve_dtype(tc.dtype)
+        # model init from the loop's torch.manual_seed(seed), on the CPU in float32: the same weights anywhere
+        model = Encoder(config.model, task.vocab + 1, 2 * task.length, task.vocab, readout="all")
+        model = model.to(device=device, dtype=dtype)
+        val = to_device(device, *sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED)), dtype=dtype)
         if config.model.norm == "admin" and config.model.admin_init == "profile":
-            model.admin_profile(val_inputs[:128])
+            model.admin_profile(val[0][:128])
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=True)
         ramp = (lambda s: min(1.0, (s + 1) / tc.warmup)) if tc.warmup else (lambda s: 1.0)
-        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, ramp)  # linear warmup, then constant
-        data = torch.Generator().manual_seed(seed)
-        curve, loss_sum, n_losses, start = Curve(), 0.0, 0, 1
-        trial = fingerprint(config, seed)
-        state = resume_state(ctx.workdir, tc.checkpoint_every, trial)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            warmup.load_state_dict(state["scheduler"])
-            data.set_state(state["data_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            curve = Curve.from_dict(state["curve"])
-            loss_sum, n_losses, start = state["loss_sum"], state["n_losses"], state["step"] + 1
+        return {
+            "model": model, "optimizer": optimizer,
+            "scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, ramp),  # linear warmup, then constant
+            "data": torch.Generator().manual_seed(seed),
+            "_val": val, "_config": config, "_seed": seed, "_device": device, "_dtype": dtype,
+        }  # fmt: skip
 
-        def loss_and_logits(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = model(inputs)[:, L:]  # (B, L, vocab): the query slots only
-            return F.cross_entropy(logits.reshape(-1, task.vocab), targets.reshape(-1)), logits
+    def step(self, state: dict[str, Any], step: int) -> torch.Tensor:
+        task = state["_config"].task
+        batch = to_device(state["_device"], *sample(task, state["_config"].train.batch_size, state["data"]),
+                          dtype=state["_dtype"])
+        loss, _ = self._loss_and_logits(state, *batch)
+        state["optimizer"].zero_grad(set_to_none=True)
+        loss.backward()
+        state["optimizer"].step()
+        state["scheduler"].step()
+        return loss.detach()
 
-        def evaluate(step: int) -> None:
-            nonlocal loss_sum, n_losses
-            model.eval()
-            with torch.inference_mode():
-                val_loss, logits = loss_and_logits(val_inputs, val_targets)
-                entropies = layer_entropies(model)
-            metrics = {
-                "val_acc": float((logits.argmax(-1) == val_targets).float().mean()),
-                "val_loss": float(val_loss),
-                "train_loss": loss_sum / n_losses if n_losses else math.nan,
-                **entropies,
-                **qkv_grad_norms(model),
-            }
-            if tc.perturbation > 0:  # a fresh, step-seeded direction: the same in every run of this trial
-                probe = torch.Generator().manual_seed(seed * 1_000_003 + step)
-                metrics["output_change"] = output_change(model, val_inputs[:128], tc.perturbation, probe)
-            model.train()
-            loss_sum, n_losses = 0.0, 0
-            curve.append(step, metrics)
-            ctx.report(step, metrics)
+    def evaluate(self, state: dict[str, Any], step: int) -> dict[str, float]:
+        model, (val_inputs, val_targets) = state["model"], state["_val"]
+        model.eval()
+        with torch.inference_mode():
+            val_loss, logits = self._loss_and_logits(state, val_inputs, val_targets)
+            entropies = layer_entropies(model)
+        metrics = {
+            "val_acc": float((logits.argmax(-1) == val_targets).float().mean()),
+            "val_loss": float(val_loss),
+            **entropies,
+            **qkv_grad_norms(model),
+        }
+        perturbation = state["_config"].train.perturbation
+        if perturbation > 0:  # a fresh, step-seeded direction: the same in every run of this trial
+            probe = torch.Generator().manual_seed(state["_seed"] * 1_000_003 + step)
+            metrics["output_change"] = output_change(model, val_inputs[:128], perturbation, probe)
+        model.train()
+        return metrics
 
-        if start == 1:
-            evaluate(0)
-        for step in range(start, tc.steps + 1):
-            loss, _ = loss_and_logits(*to_device(device, *sample(task, tc.batch_size, data), dtype=dtype))
-            loss_value = loss.item()
-            if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
-                return TrainResult(curve, "diverged", step, extra={"diverged_loss": loss_value})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            warmup.step()
-            loss_sum += loss_value
-            n_losses += 1
-            if due(step, tc.eval_every) or step == tc.steps:
-                evaluate(step)
-            if due(step, tc.checkpoint_every) and step < tc.steps:
-                save_checkpoint(ctx.workdir, {
-                    "fingerprint": trial, "step": step, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": warmup.state_dict(), "data_rng": data.get_state(),
-                    "torch_rng": torch.get_rng_state(), "curve": curve.to_dict(),
-                    "loss_sum": loss_sum, "n_losses": n_losses,
-                })  # fmt: skip
-        return TrainResult(curve, "completed", tc.steps)
+    @staticmethod
+    def _loss_and_logits(state: dict[str, Any], inputs: torch.Tensor,
+                         targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        task = state["_config"].task
+        logits = state["model"](inputs)[:, task.length:]  # (B, L, vocab): the query slots only
+        return F.cross_entropy(logits.reshape(-1, task.vocab), targets.reshape(-1)), logits
 
 
 TRAINER = DepthTrainer()

@@ -313,10 +313,11 @@ class SeedEnsemble:
             metrics = {
                 "val_acc": float((logits[row].argmax(-1) == labels).float().mean()),
                 "val_loss": float(F.cross_entropy(logits[row], labels)),
-                "train_loss": self.loss_sum[k] / self.n_losses[k] if self.n_losses[k] else math.nan,
                 "attn_entropy": sum(entropies.values()) / len(entropies),
                 **entropies,
                 **qkv_grad_norms(self.base),  # gradients of the step just taken (0 at step 0)
+                # last, where the shared loop puts it: the tables' columns must not depend on packing
+                "train_loss": self.loss_sum[k] / self.n_losses[k] if self.n_losses[k] else math.nan,
             }
             self.loss_sum[k], self.n_losses[k] = 0.0, 0
             self.curves[k].append(step, metrics)

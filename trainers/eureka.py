@@ -18,35 +18,24 @@ noise, shuffled positions, indicator groups, match probability) are the paper's 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from orchestrator.api import (
-    STOPPED_WHEN_DECIDED,
     ConfigError,
-    Curve,
-    Device,
-    Dtype,
+    LoopTrainer,
     SuccessConfig,
     TrainResult,
+    TrainSection,
     TrialContext,
-    decided,
-    device_param,
-    dtype_param,
-    due,
-    fingerprint,
     param,
-    resolve_device,
     resolve_dtype,
-    resume_state,
-    save_checkpoint,
     section,
     to_device,
 )
@@ -118,26 +107,19 @@ class TaskConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainSection):
     """Optimisation: AdamW on a fresh batch each step, evaluation and checkpoint cadence."""
 
     steps: int = param(2000, ge=1, doc="optimiser steps")
-    batch_size: int = param(128, ge=1, doc="examples per step (fresh samples each step: no epochs, no overfitting)")
-    lr: float = param(1e-3, gt=0, doc="AdamW learning rate (constant)")
-    weight_decay: float = param(0.05, ge=0, doc="AdamW decoupled weight decay")
-    eval_every: int = param(100, ge=1, doc="steps between evaluations (step 0 and the last step are always evaluated)")
-    divergence_loss: float = param(1e3, gt=0, doc="a training loss above this (or NaN/inf) ends the trial as diverged")
-    checkpoint_every: int = param(
-        0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
-    )
     stop_when_decided: int = param(
         0, ge=0, identity="unless_default",
         doc="stop once the success metric has met its threshold at this many consecutive evals (0 = train to "
         "the end); in a seed pack each member stops on its own and leaves the stack. success and eureka_step are "
         "unchanged; the curve ends at the stop",
     )
-    device: Device = device_param()
-    dtype: Dtype = dtype_param()
+    batch_size: int = param(128, ge=1, doc="examples per step (fresh samples each step: no epochs, no overfitting)")
+    lr: float = param(1e-3, gt=0, doc="AdamW learning rate (constant)")
+    weight_decay: float = param(0.05, ge=0, doc="AdamW decoupled weight decay")
 
 
 @dataclass
@@ -251,7 +233,7 @@ def build_task(config: TaskConfig, width: int) -> TokenTask | ImageEureka:
 # ---- the trainer ---------------------------------------------------------------------------------------------------
 
 
-class EurekaTrainer:
+class EurekaTrainer(LoopTrainer):
     name = "eureka"
     config_class = EurekaConfig
     pack_varies = ("train.lr",)  # config keys besides the seed that may differ inside a seed pack (run_pack)
@@ -266,82 +248,49 @@ class EurekaTrainer:
         "grad_norm_v": "max",
     }
 
-    def run(self, config: EurekaConfig, seed: int, ctx: TrialContext) -> TrainResult:
-        torch.set_num_threads(ctx.num_threads)
-        tc = config.train
-        device, dtype = resolve_device(tc.device), resolve_dtype(tc.dtype)
+    def setup(self, config: EurekaConfig, seed: int, device: torch.device) -> dict[str, Any]:
+        tc, dtype = config.train, resolve_dtype(config.train.dtype)
         task = build_task(config.task, config.model.width)
         val = task.sample(config.task.val_size, torch.Generator().manual_seed(VAL_SEED), "val")
-        torch.manual_seed(seed)  # model init: the only use of the global RNG (on the CPU, so every device agrees)
+        # model init from the loop's torch.manual_seed(seed): the only use of the global RNG, on the CPU
         model = Encoder(config.model, task.vocab_size, task.seq_len, N_CLASSES, embed=task.embedding())
         if config.model.norm == "admin" and config.model.admin_init == "profile":
             # on the CPU in float32 like the init it completes (as the seed pack does), on the fixed val inputs:
             # profiling must not consume the data stream
             model.admin_profile(val.inputs[:256])
         model = model.to(device=device, dtype=dtype)
-        val = val.to(device, dtype)
-        # fused: one kernel for all parameters (~4x cheaper than the per-tensor loop on CPU), same AdamW update.
-        optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
-        data = torch.Generator().manual_seed(seed)  # training stream, private to this trial
-        direction = self.metric_directions.get(config.success.metric, "max")
+        return {
+            "model": model,
+            # fused: one kernel for all parameters (~4x cheaper than the per-tensor loop on CPU), same AdamW update
+            "optimizer": torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True),
+            "data": torch.Generator().manual_seed(seed),  # training stream, private to this trial
+            "_task": task, "_val": val.to(device, dtype), "_config": config, "_device": device, "_dtype": dtype,
+        }  # fmt: skip
 
-        curve = Curve()
-        loss_sum, n_losses, start = 0.0, 0, 1
-        trial = fingerprint(config, seed)
-        state = resume_state(ctx.workdir, tc.checkpoint_every, trial)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            data.set_state(state["data_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            curve = Curve.from_dict(state["curve"])
-            loss_sum, n_losses, start = state["loss_sum"], state["n_losses"], state["step"] + 1
+    def step(self, state: dict[str, Any], step: int) -> torch.Tensor:
+        model, tc = state["model"], state["_config"].train
+        model.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule
+        batch = state["_task"].sample(tc.batch_size, state["data"]).to(state["_device"], state["_dtype"])
+        loss = F.cross_entropy(model(batch.inputs, batch.noise), batch.labels)
+        state["optimizer"].zero_grad(set_to_none=True)
+        loss.backward()
+        state["optimizer"].step()
+        return loss.detach()
 
-        def evaluate(step: int) -> None:
-            nonlocal loss_sum, n_losses
-            model.eval()
-            with torch.inference_mode():
-                logits = model(val.inputs, val.noise)  # (N, 10)
-                entropies = layer_entropies(model)
-            model.train()
-            metrics = {
-                "val_acc": float((logits.argmax(-1) == val.labels).float().mean()),
-                "val_loss": float(F.cross_entropy(logits, val.labels)),
-                "train_loss": loss_sum / n_losses if n_losses else math.nan,
-                "attn_entropy": sum(entropies.values()) / len(entropies),
-                **entropies,
-                **qkv_grad_norms(model),  # gradients of the step just taken (0 at step 0)
-            }
-            loss_sum, n_losses = 0.0, 0
-            curve.append(step, metrics)
-            ctx.report(step, metrics)
-
-        if start == 1:
-            evaluate(0)
-        for step in range(start, tc.steps + 1):
-            model.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule
-            batch = task.sample(tc.batch_size, data).to(device, dtype)
-            loss = F.cross_entropy(model(batch.inputs, batch.noise), batch.labels)
-            loss_value = loss.item()  # the one host read per step: divergence must stop at the step it happens
-            if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
-                return TrainResult(curve, "diverged", step, extra={"diverged_loss": loss_value})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss_value
-            n_losses += 1
-            if due(step, tc.eval_every) or step == tc.steps:
-                evaluate(step)
-                if step < tc.steps and decided(curve, config.success, direction, tc.stop_when_decided):
-                    return TrainResult(curve, "completed", step, extra={STOPPED_WHEN_DECIDED: True})
-            if due(step, tc.checkpoint_every) and step < tc.steps:
-                save_checkpoint(ctx.workdir, {
-                    "fingerprint": trial, "step": step, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "data_rng": data.get_state(),
-                    "torch_rng": torch.get_rng_state(), "curve": curve.to_dict(),
-                    "loss_sum": loss_sum, "n_losses": n_losses,
-                })  # fmt: skip
-        return TrainResult(curve, "completed", tc.steps)
+    def evaluate(self, state: dict[str, Any], step: int) -> dict[str, float]:
+        model, val = state["model"], state["_val"]
+        model.eval()
+        with torch.inference_mode():
+            logits = model(val.inputs, val.noise)  # (N, 10)
+            entropies = layer_entropies(model)
+        model.train()
+        return {
+            "val_acc": float((logits.argmax(-1) == val.labels).float().mean()),
+            "val_loss": float(F.cross_entropy(logits, val.labels)),
+            "attn_entropy": sum(entropies.values()) / len(entropies),
+            **entropies,
+            **qkv_grad_norms(model),  # gradients of the step just taken (0 at step 0)
+        }
 
     def run_pack(self, configs: list[EurekaConfig], seeds: list[int],
                  contexts: list[TrialContext]) -> list[TrainResult]:

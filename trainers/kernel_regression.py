@@ -14,26 +14,16 @@ import copy
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from orchestrator.api import (
-    Curve,
-    Device,
-    Dtype,
+    LoopTrainer,
     SuccessConfig,
-    TrainResult,
-    TrialContext,
-    device_param,
-    dtype_param,
-    due,
-    fingerprint,
+    TrainSection,
     param,
-    resolve_device,
     resolve_dtype,
-    resume_state,
-    save_checkpoint,
     section,
     to_device,
 )
@@ -74,21 +64,16 @@ class RegressionModel:
 
 
 @dataclass
-class RegressionTrain:
+class RegressionTrain(TrainSection):
     """Full-batch gradient descent on the mean squared error."""
 
     steps: int = param(2000, ge=1, doc="gradient-descent steps")
+    eval_every: int = param(100, ge=1, doc="steps between logged evaluations (step 0 and the last are logged)")
+    divergence_loss: float = param(1e6, gt=0, doc="a loss above this (or NaN/inf) ends the trial as diverged")
     lr: float = param(0.5, gt=0, doc="gradient-descent step size")
     trainable: Literal["all", "q_only", "v_only"] = param(
         "all", doc="which weights gradient descent moves; the others stay at their init"
     )
-    eval_every: int = param(100, ge=1, doc="steps between logged evaluations (step 0 and the last are logged)")
-    divergence_loss: float = param(1e6, gt=0, doc="a loss above this (or NaN/inf) ends the trial as diverged")
-    checkpoint_every: int = param(
-        0, ge=0, identity=False, doc="steps between checkpoints in the trial's workdir (0 = never); resumes are exact"
-    )
-    device: Device = device_param()
-    dtype: Dtype = dtype_param()
 
 
 @dataclass
@@ -159,59 +144,57 @@ def make_data(
         return x, teacher(x)
 
 
-class KernelRegressionTrainer:
+class KernelRegressionTrainer(LoopTrainer):
     name = "kernel_regression"
     config_class = KernelRegressionConfig
     metric_directions = {"train_loss": "min", "rel_loss": "min", "attn_entropy": "min", "grad_norm": "max"}
 
-    def run(self, config: KernelRegressionConfig, seed: int, ctx: TrialContext) -> TrainResult:
-        torch.set_num_threads(ctx.num_threads)
+    # Full-batch GD, as in the cooccurrence trainer: step s moves the weights to theta_s with the gradient at
+    # theta_{s-1}, then runs the forward and backward pass at theta_s, which the loss it returns and evaluate(s) (the
+    # loss, its gradient's norm, the attention weights) read.
+
+    def setup(self, config: KernelRegressionConfig, seed: int, device: torch.device) -> dict[str, Any]:
         task, tc = config.task, config.train
-        torch.manual_seed(seed)  # student init
+        dtype = resolve_dtype(tc.dtype)
+        # student init from the loop's torch.manual_seed(seed)
         model = AttentionLayer(task.dim, config.model.kernel, config.model.init_std, config.model.gaussian_normalize)
         x, y = make_data(task, seed, student=model, trained=TRAINED[tc.trainable])  # on the CPU, then moved
-        device, dtype = resolve_device(tc.device), resolve_dtype(tc.dtype)
         model = model.to(device=device, dtype=dtype)
         x, y = to_device(device, x, y, dtype=dtype)
         trained = [getattr(model, name) for name in TRAINED[tc.trainable]]
         for p in model.parameters():
             p.requires_grad_(any(p is t for t in trained))
-        optimizer = torch.optim.SGD(trained, lr=tc.lr)
-        y_power = float(y.pow(2).mean())
-        curve, start = Curve(), 0
-        trial = fingerprint(config, seed)
-        state = resume_state(ctx.workdir, tc.checkpoint_every, trial)
-        if state is not None:  # x, y and the frozen weights' init are rebuilt from the seeds above, identically
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
-            curve, start = Curve.from_dict(state["curve"]), state["step"]
+        # x, y and the frozen weights' init are rebuilt from the seeds, identically, on every (re)start
+        state = {"model": model, "optimizer": torch.optim.SGD(trained, lr=tc.lr), "_data": (x, y),
+                 "_trained": trained, "_y_power": float(y.pow(2).mean())}
+        self._forward_backward(state, 0)
+        return state
 
-        for step in range(start, tc.steps + 1):  # the forward at `step` sees the parameters after `step` updates
-            loss = (model(x) - y).pow(2).mean()
-            loss_value = loss.item()
-            if not math.isfinite(loss_value) or loss_value > tc.divergence_loss:
-                return TrainResult(curve, "diverged", step, extra={"diverged_loss": loss_value})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if step == 0 or due(step, tc.eval_every) or step == tc.steps:
-                grad = torch.cat([p.grad.flatten() for p in trained])
-                metrics = {
-                    "train_loss": loss_value,
-                    "rel_loss": loss_value / y_power,
-                    "attn_entropy": attention_entropy(model.last_weights),
-                    "grad_norm": float(grad.norm()),
-                }
-                curve.append(step, metrics)
-                ctx.report(step, metrics)
-            if step < tc.steps:
-                optimizer.step()
-            if due(step + 1, tc.checkpoint_every) and step + 1 < tc.steps:  # after step + 1 updates, before its forward
-                save_checkpoint(ctx.workdir, {
-                    "fingerprint": trial, "step": step + 1, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "curve": curve.to_dict(),
-                })  # fmt: skip
-        return TrainResult(curve, "completed", tc.steps)
+    def step(self, state: dict[str, Any], step: int) -> torch.Tensor:
+        if state["_grad_at"] != step - 1:  # resumed: the gradient at the restored weights
+            self._forward_backward(state, step - 1)
+        state["optimizer"].step()
+        return self._forward_backward(state, step)
+
+    def evaluate(self, state: dict[str, Any], step: int) -> dict[str, float]:
+        loss = state["_loss"]
+        grad = torch.cat([p.grad.flatten() for p in state["_trained"]])
+        return {
+            "train_loss": loss,
+            "rel_loss": loss / state["_y_power"],
+            "attn_entropy": attention_entropy(state["model"].last_weights),
+            "grad_norm": float(grad.norm()),
+        }
+
+    @staticmethod
+    def _forward_backward(state: dict[str, Any], step: int) -> float:
+        """The mean squared error at the current weights (theta_step) and its gradient."""
+        x, y = state["_data"]
+        loss = (state["model"](x) - y).pow(2).mean()
+        state["optimizer"].zero_grad(set_to_none=True)
+        loss.backward()
+        state["_loss"], state["_grad_at"] = loss.item(), step
+        return state["_loss"]
 
 
 TRAINER = KernelRegressionTrainer()
