@@ -22,7 +22,7 @@ import importlib.metadata
 from typing import Any
 
 import trainers
-from orchestrator.api import Trainer
+from orchestrator.api import LoopTrainer, SuccessConfig, Trainer, TrainSection
 
 ENTRY_POINT_GROUP = "sweep_orchestrator.trainers"
 REQUIRED_MEMBERS = ("name", "config_class", "metric_directions", "run")
@@ -98,6 +98,12 @@ def check_trainer(obj: Any, ref: str) -> None:
     if not isinstance(obj.metric_directions, dict) or not all(
             d in ("max", "min") for d in obj.metric_directions.values()):
         raise TrainerError(f"{ref!r}: metric_directions must map metric names to 'max' or 'min'")
+    if isinstance(obj, LoopTrainer):  # the shared loop reads config.train (TrainSection) and config.success
+        defaults = obj.config_class()
+        if not isinstance(getattr(defaults, "train", None), TrainSection) or not isinstance(
+                getattr(defaults, "success", None), SuccessConfig):
+            raise TrainerError(f"{ref!r}: a LoopTrainer's config_class needs a `train` section that subclasses "
+                               f"orchestrator.api.TrainSection and a `success` section (SuccessConfig)")
 
 
 def _last_line(error: BaseException) -> str:

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from orchestrator.api import (
-    LoopTrainer,
     SuccessConfig,
     TrainSection,
     param,
@@ -28,6 +27,7 @@ from orchestrator.api import (
     section,
     to_device,
 )
+from trainers.fullbatch import FullBatchTrainer
 
 MU1, MU2, MU3 = 0, 1, 2  # the special tokens; tokens 3..d-1 are fillers
 TYPES = ("both", "mu1", "mu2", "neither")
@@ -130,7 +130,7 @@ SCORE_PAIRS = [(q, k) for q in ("mu1", "mu2", "mu3") for k in ("mu1", "mu2", "mu
 TOKEN = {"mu1": MU1, "mu2": MU2, "mu3": MU3}
 
 
-class CooccurrenceTrainer(LoopTrainer):
+class CooccurrenceTrainer(FullBatchTrainer):
     name = "cooccurrence"
     config_class = CooccurrenceConfig
     metric_directions = {
@@ -139,9 +139,7 @@ class CooccurrenceTrainer(LoopTrainer):
         **{f"score_{q}_{k}": "max" for q, k in SCORE_PAIRS},
     }  # fmt: skip
 
-    # Full-batch GD: step s moves the weights to theta_s with the gradient at theta_{s-1}, then runs the forward and
-    # backward pass at theta_s. So the loss step s returns, the margins evaluate(s) logs and T1 are all at theta_s,
-    # and the gradient the next step needs is already there (one forward and backward per step).
+    # Full-batch GD (trainers/fullbatch.py): the loss, the margins evaluate(s) logs and T1 are all at theta_s.
 
     def setup(self, config: CooccurrenceConfig, seed: int, device: torch.device) -> dict[str, Any]:
         task, tc = config.task, config.train
@@ -158,14 +156,8 @@ class CooccurrenceTrainer(LoopTrainer):
             "_val": to_device(device, *sample(task, task.val_size, torch.Generator().manual_seed(VAL_SEED)),
                               dtype=dtype)[:2],
         }  # fmt: skip
-        self._forward_backward(state, 0)
+        self.forward_backward(state, 0)
         return state
-
-    def step(self, state: dict[str, Any], step: int) -> torch.Tensor:
-        if state["_grad_at"] != step - 1:  # resumed: the gradient at the restored weights
-            self._forward_backward(state, step - 1)
-        state["optimizer"].step()
-        return self._forward_backward(state, step)
 
     def evaluate(self, state: dict[str, Any], step: int) -> dict[str, float]:
         model, margins, losses = state["model"], state["_margins"], state["_losses"]
@@ -187,8 +179,7 @@ class CooccurrenceTrainer(LoopTrainer):
     def summary(self, state: dict[str, Any]) -> dict[str, Any]:
         return {"t1": state["t1"]}
 
-    @staticmethod
-    def _forward_backward(state: dict[str, Any], step: int) -> torch.Tensor:
+    def forward_backward(self, state: dict[str, Any], step: int) -> torch.Tensor:
         """The full-batch loss at the current weights (theta_step) and its gradient; records T1."""
         tokens, labels, _ = state["_train"]
         margins = labels * state["model"](tokens)  # (n,)

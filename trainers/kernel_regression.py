@@ -19,7 +19,6 @@ from typing import Any, Literal
 import torch
 
 from orchestrator.api import (
-    LoopTrainer,
     SuccessConfig,
     TrainSection,
     param,
@@ -27,6 +26,7 @@ from orchestrator.api import (
     section,
     to_device,
 )
+from trainers.fullbatch import FullBatchTrainer
 from trainers.model import attention_entropy, gaussian_kernel, softmax_kernel
 
 TEACHER_SEED = 2**31 - 2  # the teacher (and so the targets' rule) is the same for every seed
@@ -144,14 +144,13 @@ def make_data(
         return x, teacher(x)
 
 
-class KernelRegressionTrainer(LoopTrainer):
+class KernelRegressionTrainer(FullBatchTrainer):
     name = "kernel_regression"
     config_class = KernelRegressionConfig
     metric_directions = {"train_loss": "min", "rel_loss": "min", "attn_entropy": "min", "grad_norm": "max"}
 
-    # Full-batch GD, as in the cooccurrence trainer: step s moves the weights to theta_s with the gradient at
-    # theta_{s-1}, then runs the forward and backward pass at theta_s, which the loss it returns and evaluate(s) (the
-    # loss, its gradient's norm, the attention weights) read.
+    # Full-batch GD (trainers/fullbatch.py): the loss, its gradient's norm and the attention weights that
+    # evaluate(s) logs are all at theta_s.
 
     def setup(self, config: KernelRegressionConfig, seed: int, device: torch.device) -> dict[str, Any]:
         task, tc = config.task, config.train
@@ -167,14 +166,8 @@ class KernelRegressionTrainer(LoopTrainer):
         # x, y and the frozen weights' init are rebuilt from the seeds, identically, on every (re)start
         state = {"model": model, "optimizer": torch.optim.SGD(trained, lr=tc.lr), "_data": (x, y),
                  "_trained": trained, "_y_power": float(y.pow(2).mean())}
-        self._forward_backward(state, 0)
+        self.forward_backward(state, 0)
         return state
-
-    def step(self, state: dict[str, Any], step: int) -> torch.Tensor:
-        if state["_grad_at"] != step - 1:  # resumed: the gradient at the restored weights
-            self._forward_backward(state, step - 1)
-        state["optimizer"].step()
-        return self._forward_backward(state, step)
 
     def evaluate(self, state: dict[str, Any], step: int) -> dict[str, float]:
         loss = state["_loss"]
@@ -186,8 +179,7 @@ class KernelRegressionTrainer(LoopTrainer):
             "grad_norm": float(grad.norm()),
         }
 
-    @staticmethod
-    def _forward_backward(state: dict[str, Any], step: int) -> float:
+    def forward_backward(self, state: dict[str, Any], step: int) -> float:
         """The mean squared error at the current weights (theta_step) and its gradient."""
         x, y = state["_data"]
         loss = (state["model"](x) - y).pow(2).mean()

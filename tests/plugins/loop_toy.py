@@ -64,3 +64,21 @@ class ToyLoopTrainer(LoopTrainer):
 
 
 TRAINER = ToyLoopTrainer()
+
+
+@dataclass
+class PlainTrain:
+    steps: int = param(5, ge=1, doc="steps")
+
+
+@dataclass
+class WithoutTrainSection:
+    train: PlainTrain = section(PlainTrain)
+    success: SuccessConfig = section(SuccessConfig)
+
+
+class Misconfigured(ToyLoopTrainer):
+    config_class = WithoutTrainSection
+
+
+WITHOUT_TRAIN_SECTION = Misconfigured()  # a LoopTrainer whose train section lacks the loop's keys

@@ -63,6 +63,8 @@ BAD_MODULE = "import not_a_package_anywhere\n"
         ("toylab.modadd:Config", "{}", "{}", [
             "class Config is not a trainer: missing name, config_class, metric_directions, run",
             "subclass orchestrator.api.LoopTrainer"]),
+        ("tests.plugins.loop_toy:WITHOUT_TRAIN_SECTION", "{}", "{}", [
+            "a LoopTrainer's config_class needs a `train` section that subclasses orchestrator.api.TrainSection"]),
         ("modadd", "{task: {p: 2, train_fraction: 0.1}}", "{}",
          [":4: config.task.p, config.task.train_fraction: the split must leave pairs on both sides"]),
         ("eureka", "{model: {width: 64, heads: 5}}", "{}",
@@ -72,7 +74,8 @@ BAD_MODULE = "import not_a_package_anywhere\n"
         ("eureka", "{model: {width: 64}}", "{model.heads: [4, 6]}",
          [":7: config.model.width, config.model.heads: width must be divisible by heads", "(with model.heads=6)"]),
     ],
-    ids=["module-does-not-import", "missing-attribute", "not-a-trainer", "plugin-validate", "width-heads",
+    ids=["module-does-not-import", "missing-attribute", "not-a-trainer", "no-train-section",
+         "plugin-validate", "width-heads",
          "missing-data", "swept-combination"],
 )
 def test_a_bad_trainer_or_config_is_one_line_exit_2_and_nothing_written(tmp_path: Path, monkeypatch, capsys,
