@@ -43,11 +43,11 @@ def reference(name: str) -> str:
         return name
     if name in trainers.REGISTRY:
         return trainers.REGISTRY[name]
+    if ":" in name:  # already a reference (what every trial carries): no scan of the installed packages per trial
+        return name
     installed = entry_points()
     if name in installed:
         return installed[name]
-    if ":" in name:
-        return name
     known = sorted({*trainers.REGISTRY, *installed})
     ranked = sorted(known, key=lambda k: (-difflib.SequenceMatcher(None, name, k).ratio(), k))
     raise TrainerError(f"unknown trainer {name!r}; registered: {', '.join(ranked)}; or name one as "
