@@ -53,6 +53,7 @@ services:
 	fi
 
 test: setup services
+	$(BIN)/lint-imports  # the layers and no import cycles (pyproject.toml [tool.importlinter])
 	$(BIN)/python -m pytest
 	for path in $(CODE_PATHS); do \
 		echo "numeric tests on the code path $$path"; \

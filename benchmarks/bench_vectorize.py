@@ -33,8 +33,7 @@ import torch
 
 from orchestrator.api import TrialContext
 from orchestrator.schema import build
-from trainers.ensemble import run_seeds
-from trainers.eureka import TRAINER
+from trainers.ensemble import TRAINER, run_seeds
 
 TINY = {"task": {"val_size": 64}, "model": {"depth": 1, "width": 16, "heads": 2}, "train": {"batch_size": 16}}
 

@@ -30,8 +30,7 @@ import torch
 
 from orchestrator.api import TrainResult, TrialContext, judge
 from orchestrator.schema import build
-from trainers.ensemble import run_seeds
-from trainers.eureka import TRAINER
+from trainers.ensemble import TRAINER, run_seeds
 
 ABS_TOL, REL_TOL = 1e-4, 1e-3  # tests/trainers/test_ensemble.py
 SMALL = {"task": {"val_size": 256}, "model": {"depth": 2, "width": 32, "heads": 4},

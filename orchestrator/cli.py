@@ -1,7 +1,8 @@
-"""`python -m orchestrator launch | status | tables | analyze`.
+"""`python -m orchestrator launch | status | cancel | tables | analyze`.
 
-Exit codes: 0 done; 1 the sweep finished but some trials failed; 2 bad input (nothing launched, no run directory
-written); 3 the run directory is held by another launch.
+Exit codes: 0 done; 1 the sweep finished but some trials failed, or the backend failed (its message says what was
+submitted already); 2 bad input (nothing launched, no run directory written); 3 the run directory is held by
+another launch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import socket
 import sys
 import time
-import typing
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -20,14 +20,15 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator import backends
+from orchestrator.errors import BackendError, SpecError
 from orchestrator.identity import TrialSpec
 from orchestrator.records import TrialRecord
-from orchestrator.spec import BackendConfig, SpecError, SweepSpec, load_spec
+from orchestrator.spec import SweepSpec, load_spec
 from orchestrator.store import RunLockedError, RunStore, now_iso
 
-EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
 DRY_RUN_EXAMPLES = 3
-BACKEND_KINDS = typing.get_args(typing.get_type_hints(BackendConfig)["kind"])
 # Packages that add subcommands: each module has `register(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = ("orchestrator.search.cli", "analysis.reproduction.cli")
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunLockedError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_LOCKED
+    except BackendError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                              "or a backend key (backend.max_retries=2); repeatable")
     launch.add_argument("--dry-run", action="store_true", help="print what would run and launch nothing")
     launch.add_argument("--address", help="join an existing Ray cluster at this address (implies --backend ray)")
-    launch.add_argument("--backend", choices=BACKEND_KINDS, help="override backend.kind")
+    launch.add_argument("--backend", choices=backends.kinds(), help="override backend.kind")
     launch.add_argument("--wait", action="store_true",
                         help="cluster backends: block with a progress bar until every trial has a record")
     launch.add_argument("--retry-failed", action="store_true", help="run trials recorded as failed again")
@@ -67,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts by state, ETA, failures with their error tails")
     status.add_argument("run_dir", type=Path)
     status.set_defaults(command=cmd_status)
+
+    cancel = commands.add_parser("cancel", help="stop a sweep: no new trial starts (running ones finish and are "
+                                                "recorded) and queued cluster jobs are cancelled; relaunch resumes")
+    cancel.add_argument("run_dir", type=Path)
+    cancel.set_defaults(command=cmd_cancel)
 
     tables = commands.add_parser("tables", help="rebuild trials.parquet and curves.parquet from the records")
     tables.add_argument("run_dir", type=Path)
@@ -96,9 +105,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     trials = spec.trials()
     run_dir = args.run_dir or Path("runs") / spec.name
 
-    from orchestrator.backends import get_backend
-
-    backend = get_backend(spec.backend)
+    backend = backends.get_backend(spec.backend)
     if args.dry_run:
         _print_dry_run(spec, trials, run_dir, backend.describe())
         details = backend.dry_run_details(trials)
@@ -110,26 +117,45 @@ def cmd_launch(args: argparse.Namespace) -> int:
     store = RunStore(run_dir)
     with store.lock():
         launch_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        store.clear_stop()  # a new launch resumes a cancelled sweep
         store.write_launch({"launch_id": launch_id, "pid": os.getpid(), "host": socket.gethostname(),
                             "started_at": now_iso(), "started_unix": time.time(), "sweep": str(args.sweep),
-                            "n_trials": len(trials), "backend": spec.backend.kind})
+                            "n_trials": len(trials), "backend": spec.backend.kind,
+                            "retry_failed": args.retry_failed})
         store.sweep_path.write_text(yaml.safe_dump(spec.document, sort_keys=False))
         store.write_plan(trials)
-        pending = _pending(store, trials, retry_failed=args.retry_failed)
-        print(f"{spec.name}: {len(trials)} trials, {len(trials) - len(pending)} already finished, "
-              f"{len(pending)} to run; {backend.describe()}", flush=True)
+        elsewhere = backend.in_flight(store)
+        pending = store.still_to_run(trials, launch_id, retry_failed=args.retry_failed, elsewhere=elsewhere)
+        queued = len({t.trial_id for t in trials} & elsewhere)
+        queued_note = f", {queued} queued or running from an earlier launch (not submitted again)" if queued else ""
+        print(f"{spec.name}: {len(trials)} trials, {len(trials) - len(pending) - queued} already "
+              f"finished{queued_note}, {len(pending)} to run; {backend.describe()}", flush=True)
 
         from orchestrator.progress import Progress
 
         progress = Progress(len(pending), enabled=not args.no_progress)
         start = time.monotonic()
+        follow = None
         try:
-            submitted = backend.run(store, pending, launch_id, progress) if pending else None
+            if pending:
+                handle = backend.submit(store, pending, launch_id, progress, retry_failed=args.retry_failed)
+                follow = handle.follow()
+                if follow and spec.backend.wait:
+                    print(follow, flush=True)
+                    handle.wait(progress)
+                    follow = None
+        except KeyboardInterrupt:
+            if follow is None:
+                raise
+            print(f"stopped waiting; the submitted trials run on\n{follow}", file=sys.stderr)
         finally:
             progress.close()
             trials_table, _ = store.rebuild_tables()
-    if submitted:  # fire-and-forget: the trials run on after this process exits
-        print(submitted)
+    if follow:  # fire-and-forget: the trials run on after this process exits
+        print(follow)
+        print(f"follow: python -m orchestrator status {run_dir}")
+        return EXIT_OK
+    if not pending and queued:
         print(f"follow: python -m orchestrator status {run_dir}")
         return EXIT_OK
     counts = Counter(trials_table["status"]) if len(trials_table) else Counter()
@@ -137,13 +163,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
           f"run totals: {_counts_line(counts)}")
     print(f"results: {store.trials_table} and {store.curves_table}")
     print(f"next: python -m orchestrator status {run_dir}  |  python -m orchestrator analyze {run_dir}")
-    return EXIT_TRIALS_FAILED if progress.counts["failed"] else EXIT_OK
-
-
-def _pending(store: RunStore, trials: list[TrialSpec], *, retry_failed: bool) -> list[TrialSpec]:
-    records = store.records()
-    finished = {tid for tid, record in records.items() if not (retry_failed and record.status == "failed")}
-    return [t for t in trials if t.trial_id not in finished]
+    return EXIT_FAILED if progress.counts["failed"] else EXIT_OK
 
 
 def _print_dry_run(spec: SweepSpec, trials: list[TrialSpec], run_dir: Path, backend: str) -> None:
@@ -167,14 +187,12 @@ def _print_dry_run(spec: SweepSpec, trials: list[TrialSpec], run_dir: Path, back
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from orchestrator.backends import backend_class
-
     store = RunStore(args.run_dir)
     launch = store.read_launch()
     if launch is None:
         print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
         return EXIT_BAD_INPUT
-    backend = backend_class(launch.get("backend", "ray"))
+    backend = backends.backend_class(launch.get("backend", "ray"))
     plan = {p["trial_id"]: p for p in store.read_plan()}
     records = store.records()
     running = store.is_locked()
@@ -213,6 +231,26 @@ def _eta_line(records: Iterable[TrialRecord], launch: dict, remaining: int) -> s
         return f"ETA: unknown until the first trial of this launch finishes ({remaining} to go)"
     rate = len(done_now) / elapsed
     return f"ETA: {_duration(remaining / rate)} at {rate * 60:.1f} trials/min"
+
+
+# ---- cancel -----------------------------------------------------------------------------------------------------
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Stop the run's current launch: its workers start no new trial (`RunStore.request_stop`, read before each
+    trial on every backend), and the backend withdraws queued work (SLURM: scancel). Finished records are kept;
+    a trial cut off mid-run has no record and runs again on the next launch."""
+    store = RunStore(args.run_dir)
+    launch = store.read_launch()
+    if launch is None:
+        print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    store.request_stop(launch["launch_id"])
+    print(f"{args.run_dir}: launch {launch['launch_id']} asked to stop: no new trial starts; running ones finish")
+    for line in backends.backend_class(launch.get("backend", "ray")).withdraw(store):
+        print(line)
+    print(f"resume: python -m orchestrator launch {launch['sweep']} --run-dir {args.run_dir}")
+    return EXIT_OK
 
 
 # ---- tables, analyze --------------------------------------------------------------------------------------------

@@ -8,20 +8,15 @@ on this loop is promised is stated in `LoopTrainer`'s docstring; this module is 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from orchestrator.api import (
-    STOPPED_WHEN_DECIDED,
-    Curve,
-    LoopTrainer,
-    TrainResult,
-    TrialContext,
-    decided,
-    resolve_device,
-)
-from orchestrator.checkpoint import due, fingerprint, resume_state, save_checkpoint
+from orchestrator.checkpoint import due, fingerprint, legacy_fingerprint, resume_state, save_checkpoint
+from orchestrator.trial import STOPPED_WHEN_DECIDED, Curve, TrainResult, TrialContext, decided, resolve_device
+
+if TYPE_CHECKING:
+    from orchestrator.api import LoopTrainer
 
 
 def run_loop(trainer: LoopTrainer, config: Any, seed: int, ctx: TrialContext) -> TrainResult:
@@ -34,7 +29,7 @@ def run_loop(trainer: LoopTrainer, config: Any, seed: int, ctx: TrialContext) ->
 
     curve, loss_sum, n_losses, start = Curve(), 0.0, 0, 1
     trial = fingerprint(config, seed)
-    saved = resume_state(ctx.workdir, tc.checkpoint_every, trial)
+    saved = resume_state(ctx.workdir, tc.checkpoint_every, trial, legacy_fingerprint(config, seed))
     if saved is not None and "state" not in saved:  # written by a trainer's own loop before it moved onto this one
         saved = None  # a fresh start: same result, later
     if saved is not None:

@@ -45,7 +45,7 @@ def execute_trial(
         except Exception:  # a trainer bug must not stop the sweep: it is recorded
             if retry < max_retries:
                 continue
-            record = failed_record(trial, launch_id, _traceback_tail(), attempt, started_at,
+            record = failed_record(trial, launch_id, error_tail(traceback.format_exc()), attempt, started_at,
                                    time.perf_counter() - start)
         else:
             record = _result_record(trial, launch_id, attempt, started_at, time.perf_counter() - start, result,
@@ -87,6 +87,15 @@ def execute_pack(
         store.write_record(record)
         records.append(record)
     return records
+
+
+def run_still_to_run(store: RunStore, pack: list[TrialSpec], launch_id: str, *, retry_failed: bool = False,
+                     max_retries: int = 0, num_threads: int = 1) -> list[TrialRecord]:
+    """A worker's step on every backend: run the trials of `pack` that `RunStore.still_to_run` says are still to
+    run (skipping those finished before a restart or requeue, and all of them once a stop is requested), as one
+    seed pack; returns the records written."""
+    todo = store.still_to_run(pack, launch_id, retry_failed=retry_failed)
+    return execute_pack(store, todo, launch_id, max_retries=max_retries, num_threads=num_threads) if todo else []
 
 
 def seed_packs(trials: list[TrialSpec], size: int) -> list[list[TrialSpec]]:
@@ -131,6 +140,7 @@ def _common(trial: TrialSpec, launch_id: str, attempt: int, started_at: str, wal
                 started_at=started_at, finished_at=now_iso())
 
 
-def _traceback_tail() -> str:
-    lines = traceback.format_exc().rstrip().splitlines()
-    return "\n".join(lines[-ERROR_TAIL_LINES:])
+def error_tail(text: str) -> str:
+    """What a failed record keeps of an error: its last ERROR_TAIL_LINES lines (the exception and the frames
+    nearest to it), whether it comes from this process's traceback or from a dead worker's error file."""
+    return "\n".join(text.rstrip().splitlines()[-ERROR_TAIL_LINES:])

@@ -46,7 +46,7 @@ def build(cls: type, data: Any, prefix: str = "") -> Any:
         data = {}
     if not isinstance(data, dict):
         raise SchemaError(prefix or "config", f"must be a mapping of keys, got {_describe(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # init=False: set by code, not by files
     for key in data:
         if key not in fields:
             path = f"{prefix}{key}"
@@ -173,6 +173,8 @@ def to_dict(instance: Any, *, identity_only: bool = False) -> dict[str, Any]:
     those marked identity=False, and those marked identity="unless_default" while at their default."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(instance):
+        if not f.init:
+            continue
         value = getattr(instance, f.name)
         if identity_only and not _in_identity(f, value):
             continue

@@ -17,13 +17,14 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import yaml
 
-from orchestrator import schema
+from orchestrator import backends, schema
 from orchestrator.api import SuccessConfig, Trainer, param, section
+from orchestrator.errors import SpecError
 from orchestrator.identity import TrialSpec, canonical, normalise_number, trial_id
 from orchestrator.plugins import TrainerError, get_trainer, identity_name, reference
 from orchestrator.schema import SchemaError, closest
@@ -35,18 +36,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 SEED_AXIS = "seed"
 
 
-class SpecError(Exception):
-    """A sweep-file problem, printed as one line naming the file, the line, the key and what is allowed."""
-
-    def __init__(self, file: str, key: str, message: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.file, self.key, self.message, self.line = file, key, message, line
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
-
-
 @dataclass
 class Resources:
     """What one trial asks of the backend."""
@@ -56,75 +45,13 @@ class Resources:
 
 
 @dataclass
-class SlurmConfig:
-    """SLURM job arrays (backend kind slurm): what each array task asks for, and how trials are packed into tasks."""
-
-    # SLURM's --time forms: minutes, minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes,
-    # days-hours:minutes:seconds.
-    TIME_PATTERN: ClassVar[re.Pattern[str]] = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-    MEM_PATTERN: ClassVar[re.Pattern[str]] = re.compile(r"^\d+[KMGT]?$")
-    OPTION_PATTERN: ClassVar[re.Pattern[str]] = re.compile(r"^--[A-Za-z][A-Za-z0-9-]*(=.+)?$")
-
-    partition: str | None = param(None, doc="partition (sbatch --partition); none: the cluster's default")
-    account: str | None = param(None, doc="account to charge (sbatch --account)")
-    qos: str | None = param(None, doc="quality of service (sbatch --qos)")
-    time: str | int = param("01:00:00", doc="wall-clock limit of one array task (a chunk of trials_per_job "
-                                            "trials), quoted, in SLURM's forms ('60', '1:00:00', '1-12:00'); a task "
-                                            "that runs out requeues itself and resumes")
-    cpus_per_task: int | None = param(None, ge=1, doc="CPUs per array task; none: backend.resources.cpu")
-    gpus_per_task: int | None = param(None, ge=0, doc="GPUs per array task; none: backend.resources.gpu rounded up")
-    mem: str | None = param(None, doc="memory per array task (sbatch --mem), e.g. 4G or 4000M; none: site default")
-    constraint: str | None = param(None, doc="node features (sbatch --constraint)")
-    sbatch_options: list[str] = param([], doc="more sbatch options, each '--name=value' or '--flag' (escape hatch)")
-    setup: list[str] = param([], doc="shell lines run before each array task (module load, source a venv, ...)")
-    python: str | None = param(None, doc="python command on the compute nodes; none: this launch's interpreter")
-    trials_per_job: int = param(10, ge=1, doc="trials one array task runs in sequence (packing)")
-    array_parallelism: int = param(64, ge=1, doc="array tasks running at once per array (sbatch --array=...%N)")
-    max_array_size: int | None = param(None, ge=1, doc="tasks per array; none: the cluster's MaxArraySize")
-    max_requeues: int = param(3, ge=0, doc="times an array task that hits its time limit is requeued")
-    signal_delay_s: int = param(90, ge=1, doc="seconds before the time limit at which a task checkpoints")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.time, int):  # YAML 1.1 reads an unquoted 1:30:00 as the base-60 number 5400
-            raise SchemaError("slurm.time", f"got the number {self.time}; quote the time (e.g. '1:30:00', or '90' "
-                                            "for minutes): YAML reads an unquoted 1:30:00 as 5400")
-        self.time_minutes()  # validates the form
-        if self.mem is not None and not self.MEM_PATTERN.match(self.mem):
-            raise SchemaError("slurm.mem", f"got {self.mem!r}; allowed: an integer with an optional unit K, M, G "
-                                           "or T (e.g. 4G, 4000M)")
-        for option in self.sbatch_options:
-            if not self.OPTION_PATTERN.match(option):
-                raise SchemaError("slurm.sbatch_options", f"got {option!r}; each option is '--name=value' or "
-                                                          "'--flag' (e.g. --reservation=foo, --exclusive)")
-
-    def time_minutes(self) -> int:
-        """The time limit in whole minutes (rounded up), which is what submitit counts time-outs in."""
-        match = self.TIME_PATTERN.match(str(self.time).strip())
-        if not match or not str(self.time).strip():
-            raise SchemaError("slurm.time", f"got {self.time!r}; allowed: minutes, minutes:seconds, "
-                                            "hours:minutes:seconds, days-hours, days-hours:minutes or "
-                                            "days-hours:minutes:seconds (e.g. 90, 1:30:00, 2-00:00:00)")
-        days, first, second, third = match.groups()
-        parts = [int(part) for part in (first, second, third) if part is not None]
-        if days is not None:  # days-hours[:minutes[:seconds]]
-            hours, minutes, seconds = (*parts, 0, 0)[:3]
-            total_s = ((int(days) * 24 + hours) * 60 + minutes) * 60 + seconds
-        elif len(parts) == 3:  # hours:minutes:seconds
-            total_s = (parts[0] * 60 + parts[1]) * 60 + parts[2]
-        else:  # minutes[:seconds]
-            total_s = parts[0] * 60 + (parts[1] if len(parts) == 2 else 0)
-        if total_s <= 0:
-            raise SchemaError("slurm.time", f"got {self.time!r}; allowed: a limit longer than zero")
-        return -(-total_s // 60)
-
-
-@dataclass
 class BackendConfig:
-    """Where trials run."""
+    """Where trials run: the keys every backend reads. A backend's own keys are its `backend.<kind>:` section
+    (orchestrator/backends/: e.g. backend.slurm), parsed into `options` by the backend's options class."""
 
-    kind: Literal["ray", "local", "slurm"] = param("ray", doc="ray: Ray Tune (embedded local Ray, or address); "
-                                                              "local: in-process, one trial at a time (debugging); "
-                                                              "slurm: SLURM job arrays through submitit")
+    kind: str = param("ray", doc="the backend (orchestrator/backends/): ray: Ray Tune (embedded local Ray, or "
+                                 "address); local: in-process, one trial at a time (debugging); slurm: SLURM job "
+                                 "arrays through submitit")
     address: str | None = param(None, doc="address of an existing Ray cluster (ray start --head); none: start one")
     resources: Resources = section(Resources)
     max_retries: int = param(1, ge=0, doc="times a trial that raised is retried before it is recorded as failed")
@@ -133,7 +60,46 @@ class BackendConfig:
                                                "vectorized where the trainer supports it (one record each); the "
                                                "Eureka trainer's packs may also mix train.lr values")
     wait: bool = param(False, doc="cluster backends: block until every trial has a record (launch --wait)")
-    slurm: SlurmConfig = section(SlurmConfig)
+    # the chosen backend's `backend.<kind>:` section (None when its backend has no options); set by `load_backend`
+    options: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        allowed = backends.kinds()
+        if self.kind not in allowed:
+            raise SchemaError("kind", f"got {self.kind!r}{closest(str(self.kind), allowed)}; allowed: "
+                                      f"{', '.join(allowed)}")
+
+
+def load_backend(file: str, data: Any, locate: Any = None) -> BackendConfig:
+    """The `backend:` section: the shared keys, then each backend's own section that is present (all are checked,
+    so a file switched to another kind with --backend still has a valid section for it)."""
+    def error(key: str, message: str) -> SpecError:
+        line = locate("backend", *key.split(".")) if locate is not None else None
+        return SpecError(file, f"backend.{key}", message, line)
+
+    if data is not None and not isinstance(data, dict):
+        raise error("", "must be a mapping of keys") from None
+    shared = dict(data or {})
+    sections = {str(kind): shared.pop(kind) for kind in list(shared) if kind in backends.kinds()}
+    try:
+        config = schema.build(BackendConfig, shared, prefix="")
+    except SchemaError as problem:
+        message = problem.message
+        if "unknown key" in message:
+            message += f"; or a backend's own section: {', '.join(backends.kinds())}"
+        raise error(problem.key, message) from None
+    built: dict[str, Any] = {}
+    for kind, section_data in sections.items():
+        options = backends.options_class(kind)
+        if options is None:
+            raise error(kind, f"backend {kind} has no options of its own; remove this section")
+        try:
+            built[kind] = schema.build(options, section_data, prefix=f"{kind}.")
+        except SchemaError as problem:
+            raise error(problem.key, problem.message) from None
+    options = backends.options_class(config.kind)
+    config.options = built.get(config.kind) or (options() if options is not None else None)
+    return config
 
 
 @dataclass
@@ -185,7 +151,7 @@ def load_spec(path: Path | str, overrides: list[str] = ()) -> SweepSpec:
     except OSError as error:
         raise SpecError(file, "", f"cannot read the sweep file ({error.strerror})") from None
     document, lines = parse_yaml(text, file)
-    locate = lambda *keys: _line_of(lines, keys)  # noqa: E731
+    locate = lambda *keys: line_of(lines, keys)  # noqa: E731
 
     for key in document:
         if key not in TOP_LEVEL_KEYS:
@@ -226,10 +192,7 @@ def load_spec(path: Path | str, overrides: list[str] = ()) -> SweepSpec:
         if key in axes:
             raise SpecError("--set", key, "is a sweep axis; change it with --set 'sweep.<key>=[...]' or in the file")
 
-    try:
-        backend = schema.build(BackendConfig, document.get("backend"), prefix="")
-    except SchemaError as error:
-        raise SpecError(file, f"backend.{error.key}", error.message, locate("backend", *error.key.split("."))) from None
+    backend = load_backend(file, document.get("backend"), locate)
 
     return SweepSpec(file, name, trainer_ref, trainer, canonical(schema.to_dict(base)), axes, backend, document,
                      locate)
@@ -262,7 +225,8 @@ def _collect_lines(node: yaml.Node, prefix: tuple[str, ...], lines: dict[tuple[s
             _collect_lines(value_node, path, lines)
 
 
-def _line_of(lines: dict[tuple[str, ...], int], keys: tuple[str, ...]) -> int | None:
+def line_of(lines: dict[tuple[str, ...], int], keys: tuple[str, ...]) -> int | None:
+    """The line of a key path in a file parsed by `parse_yaml`, for error messages."""
     # The deepest known part of the path: an unknown key deep in `config` still points at its section.
     for end in range(len(keys), 0, -1):
         if keys[:end] in lines:

@@ -5,6 +5,7 @@
       plan.jsonl            the trials of the last launch, one JSON line each
       launch.json           who launched last: pid, host, launch id, start time, trial count
       .lock                 held (flock) by the launch in progress; a second launch is refused
+      stop.json             a stop request (`python -m orchestrator cancel`): the launch starts no new trial
       records/<id>.json     one per finished trial, written atomically: present means finished
       trials/<id>/          the trial's private folder: attempts.jsonl, trainer checkpoints
       trials.parquet        one row per record     } rebuilt from records/ at any time,
@@ -21,16 +22,15 @@ treats as "not finished", so that trial is simply run again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.files import flocked, is_flocked, write_atomic, write_atomic_with
 from orchestrator.identity import TrialSpec
 from orchestrator.records import CORE_COLUMNS, TrialRecord, curve_columns, trials_row
 
@@ -40,36 +40,6 @@ if TYPE_CHECKING:  # pandas is imported when tables are built, not on every work
 
 class RunLockedError(RuntimeError):
     pass
-
-
-def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write a file so that readers see either the old content or the new, never a torn one.
-
-    `durable` also fsyncs the data and the directory, so the new content survives a machine crash.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def now_iso() -> str:
@@ -88,33 +58,21 @@ class RunStore:
         self.launch_path = self.root / "launch.json"
         self.plan_path = self.root / "plan.jsonl"
         self.sweep_path = self.root / "sweep.yaml"
+        self.stop_path = self.root / "stop.json"
 
     # ---- the launch lock ------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the run directory for one launch. flock is released by the kernel even on SIGKILL."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_path, "a+")  # noqa: SIM115  (held for the whole block)
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunLockedError(self._locked_message()) from None
+    def lock(self, *, shared: bool = False) -> Iterator[None]:
+        """Hold the run directory: exclusively for a launch, shared for search workers (several coexist, and a
+        launch is refused while any runs). RunLockedError at once if the directory is held the other way."""
+        with flocked(self.lock_path, shared=shared, blocking=False) as acquired:
+            if not acquired:
+                raise RunLockedError(self._locked_message())
             yield
-        finally:
-            handle.close()
 
     def is_locked(self) -> bool:
-        if not self.lock_path.exists():
-            return False
-        with open(self.lock_path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+        return is_flocked(self.lock_path)
 
     def _locked_message(self) -> str:
         launch = self.read_launch() or {}
@@ -181,11 +139,7 @@ class RunStore:
 
     def records(self) -> dict[str, TrialRecord]:
         """Every finished trial's record, by trial id."""
-        if not self.records_dir.exists():
-            return {}
-        names = sorted(p.name for p in self.records_dir.iterdir() if p.name.endswith(".json")
-                       and not p.name.startswith("."))
-        found = ((name[: -len(".json")], self.read_record(name[: -len(".json")])) for name in names)
+        found = ((trial_id, self.read_record(trial_id)) for trial_id in sorted(self._record_names()))
         return {trial_id: record for trial_id, record in found if record is not None}
 
     def finished_ids(self) -> set[str]:
@@ -193,6 +147,53 @@ class RunStore:
 
     def iter_records(self) -> Iterator[TrialRecord]:
         yield from self.records().values()
+
+    # ---- what still has to run: the one rule that launch, search and every backend's workers apply --------------
+
+    def still_to_run(self, trials: Iterable[TrialSpec], launch_id: str, *, retry_failed: bool = False,
+                     elsewhere: Collection[str] = ()) -> list[TrialSpec]:
+        """The trials, in order, that launch `launch_id` must still run. A trial is done, never to run again, when
+
+        - it has a record written by this launch (a worker restarted mid-batch, a requeued SLURM task), or
+        - it has a record from an earlier launch, unless that record is `failed` and `retry_failed` is set.
+
+        A torn record (machine crash) is no record. Trials in `elsewhere` (held by an attempt outside this
+        process: a queued or running SLURM task) are left out, and once a stop was requested for this launch
+        (`request_stop`) nothing is left to run: running trials finish, no new one starts.
+        """
+        if self.stop_requested(launch_id):
+            return []
+        recorded = self._record_names()
+        out = []
+        for trial in trials:
+            if trial.trial_id in elsewhere:
+                continue
+            record = self.read_record(trial.trial_id) if trial.trial_id in recorded else None
+            if record is None or (retry_failed and record.status == "failed" and record.launch_id != launch_id):
+                out.append(trial)
+        return out
+
+    def request_stop(self, launch_id: str) -> None:
+        """Ask launch `launch_id` (and search rounds `launch_id-r...`) to start no new trial; the next launch
+        clears the request (`clear_stop`)."""
+        write_atomic(self.stop_path, json.dumps({"launch_id": launch_id, "requested_at": now_iso()}).encode())
+
+    def stop_requested(self, launch_id: str) -> bool:
+        try:
+            stopped = json.loads(self.stop_path.read_text())["launch_id"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return False
+        return launch_id == stopped or launch_id.startswith(f"{stopped}-")
+
+    def clear_stop(self) -> None:
+        self.stop_path.unlink(missing_ok=True)
+
+    def _record_names(self) -> set[str]:
+        """Trial ids that have a record file (one directory listing; the files are not read)."""
+        if not self.records_dir.exists():
+            return set()
+        return {name[: -len(".json")] for name in os.listdir(self.records_dir)
+                if name.endswith(".json") and not name.startswith(".")}
 
     # ---- tables ---------------------------------------------------------------------------------------------
 
@@ -213,10 +214,7 @@ class RunStore:
 
     @staticmethod
     def _write_table(frame: pd.DataFrame, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        write_atomic_with(path, lambda handle: frame.to_parquet(handle, index=False), durable=False)
 
 
 def _extend_columns(columns: dict[str, list[Any]], more: dict[str, list[Any]]) -> None:

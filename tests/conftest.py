@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the session's SLURM cluster, for every test folder)
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Ray clusters the tests start are single-node: keep them on loopback (read by Ray at import time).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from orchestrator.api import Curve, SuccessConfig, TrainResult, TrialContext, param, section
@@ -15,6 +16,8 @@ class FakeTrain:
     pack_fails: bool = param(False, doc="run_pack raises (the runner must fall back to one by one)")
     diverge_at: int = param(0, ge=0, doc="report NaN and stop at this step (0: never)")
     checkpoint_every: int = param(1, ge=1, identity=False)
+    sleep_s: float = param(0.0, ge=0, identity=False, doc="sleep this long per step (tests that stop a launch)")
+    gate: str = param("", identity=False, doc="start only once this file exists (tests that stop a launch)")
 
 
 @dataclass
@@ -30,6 +33,8 @@ class FakeTrainer:
     pack_varies = ()  # a PackTrainer: seeds only
 
     def run(self, config: FakeConfig, seed: int, ctx: TrialContext) -> TrainResult:
+        while config.train.gate and not os.path.exists(config.train.gate):
+            time.sleep(0.05)
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         calls = ctx.workdir / "calls"
         count = int(calls.read_text()) + 1 if calls.exists() else 1
@@ -38,6 +43,7 @@ class FakeTrainer:
             raise RuntimeError(f"planned failure {count} (pid {os.getpid()})")
         curve = Curve()
         for step in range(config.train.steps + 1):
+            time.sleep(config.train.sleep_s)
             if config.train.diverge_at and step == config.train.diverge_at:
                 curve.append(step, {"val_acc": float("nan")})
                 return TrainResult(curve, "diverged", step)

@@ -132,3 +132,38 @@ def test_a_torn_record_counts_as_unfinished_and_is_rewritten(tmp_path: Path):
     assert store.read_record("empty") is None and store.read_record("cut") is None
     record = execute_trial(store, spec("cut", seed=1), "L2")
     assert store.read_record("cut") == record and store.finished_ids() == {"done", "cut"}
+
+
+def test_still_to_run_is_the_one_rule_for_what_a_launch_runs(tmp_path: Path):
+    """Done: a record of this launch, or any earlier record unless it failed and the launch retries failures.
+    Left out: trials held elsewhere (queued cluster tasks), and everything once a stop is requested."""
+    store = RunStore(tmp_path)
+    done, failed, fresh = spec("done"), spec("failed", fail_times=9), spec("fresh")
+    execute_trial(store, done, "L1")
+    execute_trial(store, failed, "L1")
+    trials = [done, failed, fresh]
+    ids = lambda chosen: [t.trial_id for t in chosen]  # noqa: E731
+    assert ids(store.still_to_run(trials, "L2")) == ["fresh"]
+    assert ids(store.still_to_run(trials, "L2", retry_failed=True)) == ["failed", "fresh"]
+    assert ids(store.still_to_run(trials, "L1", retry_failed=True)) == ["fresh"]  # L1 wrote it: a restart
+    assert ids(store.still_to_run(trials, "L2", elsewhere={"fresh"})) == []
+    store.record_path("done").write_text('{"trial_id": "do')  # torn by a machine crash: not finished
+    assert ids(store.still_to_run(trials, "L2")) == ["done", "fresh"]
+
+    store.request_stop("L2")
+    assert store.still_to_run(trials, "L2") == [] and store.still_to_run(trials, "L2-r0003") == []  # search rounds
+    assert ids(store.still_to_run(trials, "L3")) == ["done", "fresh"]  # another launch is not stopped
+    store.clear_stop()
+    assert ids(store.still_to_run(trials, "L2")) == ["done", "fresh"]
+
+
+def test_shared_locks_coexist_and_keep_an_exclusive_one_out(tmp_path: Path):
+    store = RunStore(tmp_path)
+    with store.lock(shared=True), RunStore(tmp_path).lock(shared=True):
+        assert store.is_locked() is False  # only an exclusive holder counts as "a launch is running"
+        with pytest.raises(RunLockedError):
+            RunStore(tmp_path).lock().__enter__()
+    with store.lock():
+        assert store.is_locked()
+        with pytest.raises(RunLockedError):
+            RunStore(tmp_path).lock(shared=True).__enter__()

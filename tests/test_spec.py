@@ -35,7 +35,7 @@ MALFORMED = [
     (GOOD_HEAD + "sweep:\n  model: [1, 2]\n", 4, ["sweep.model", "is a section"]),
     (GOOD_HEAD + "sweep:\n  train.lr: {logspace: [0, 1.0e-2, 3]}\n", 4, ["logspace bounds must be > 0"]),
     (GOOD_HEAD + "sweep:\n  seed: [1, 2, 1]\n", 4, ["sweep.seed", "more than once"]),
-    (GOOD_HEAD + "backend: {kind: slurmm}\n", 3, ["backend.kind", "allowed: ray, local"]),
+    (GOOD_HEAD + "backend: {kind: slurmm}\n", 3, ["backend.kind", "allowed: local, ray, slurm"]),
     (GOOD_HEAD + "backend: {resources: {cpu: 0}}\n", 3, ["backend.resources.cpu", "allowed: > 0"]),
 ]
 

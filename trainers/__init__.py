@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # name -> "module:attribute"; imported lazily so validating a sweep file loads only the trainer it names.
 BUILTIN: dict[str, str] = {
-    "eureka": "trainers.eureka:TRAINER",
+    "eureka": "trainers.ensemble:TRAINER",
     "cooccurrence": "trainers.cooccurrence:TRAINER",
     "kernel_regression": "trainers.kernel_regression:TRAINER",
     "depth": "trainers.depth:TRAINER",

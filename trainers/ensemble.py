@@ -345,3 +345,25 @@ def run_seeds(config: EurekaConfig, seeds: list[int], contexts: list[TrialContex
     members and those members' positions in `seeds`.
     """
     return SeedEnsemble(config, seeds, contexts, lrs).train(after_step)
+
+
+class EurekaPackTrainer(EurekaTrainer):
+    """The Eureka trainer (trainers/eureka.py) with its vectorized seed-pack path: the registered `eureka`.
+
+    It lives here, beside the ensemble it runs, so that the sequential trainer does not import this module."""
+
+    pack_varies = ("train.lr",)  # config keys besides the seed that may differ inside a seed pack (run_pack)
+
+    def run_pack(self, configs: list[EurekaConfig], seeds: list[int],
+                 contexts: list[TrialContext]) -> list[TrainResult]:
+        """Trials whose configs differ at most in seed and `pack_varies`, trained together as a stacked ensemble
+        (`run_seeds`); raises NotImplementedError for what it does not cover, and the orchestrator then
+        runs the trials one by one."""
+        shared = replace(configs[0], train=replace(configs[0].train, lr=0.0))
+        for config in configs[1:]:
+            if replace(config, train=replace(config.train, lr=0.0)) != shared:
+                raise NotImplementedError("a pack's configs may differ only in seed and train.lr")
+        return run_seeds(configs[0], seeds, contexts, lrs=[c.train.lr for c in configs])
+
+
+TRAINER = EurekaPackTrainer()

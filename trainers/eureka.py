@@ -19,7 +19,7 @@ noise, shuffled positions, indicator groups, match probability) are the paper's 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,6 @@ from orchestrator.api import (
     ConfigError,
     LoopTrainer,
     SuccessConfig,
-    TrainResult,
     TrainSection,
     TrialContext,
     param,
@@ -236,7 +235,6 @@ def build_task(config: TaskConfig, width: int) -> TokenTask | ImageEureka:
 class EurekaTrainer(LoopTrainer):
     name = "eureka"
     config_class = EurekaConfig
-    pack_varies = ("train.lr",)  # config keys besides the seed that may differ inside a seed pack (run_pack)
     metric_directions = {
         "val_acc": "max",
         "val_loss": "min",
@@ -291,19 +289,6 @@ class EurekaTrainer(LoopTrainer):
             **entropies,
             **qkv_grad_norms(model),  # gradients of the step just taken (0 at step 0)
         }
-
-    def run_pack(self, configs: list[EurekaConfig], seeds: list[int],
-                 contexts: list[TrialContext]) -> list[TrainResult]:
-        """Trials whose configs differ at most in seed and `pack_varies`, trained together as a stacked ensemble
-        (trainers/ensemble.py); raises NotImplementedError for what it does not cover, and the orchestrator then
-        runs the trials one by one."""
-        from trainers.ensemble import run_seeds  # imports this module
-
-        shared = replace(configs[0], train=replace(configs[0].train, lr=0.0))
-        for config in configs[1:]:
-            if replace(config, train=replace(config.train, lr=0.0)) != shared:
-                raise NotImplementedError("a pack's configs may differ only in seed and train.lr")
-        return run_seeds(configs[0], seeds, contexts, lrs=[c.train.lr for c in configs])
 
 
 TRAINER = EurekaTrainer()

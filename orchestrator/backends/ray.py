@@ -19,20 +19,24 @@ Tune's resume: the record store already knows what is finished, so a relaunch is
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.backends.base import Backend
+from orchestrator.backends.base import Backend, Handle
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
 from orchestrator.records import TrialRecord
-from orchestrator.runner import execute_pack, failed_record, seed_packs
-from orchestrator.spec import BackendConfig
+from orchestrator.runner import error_tail, failed_record, run_still_to_run, seed_packs
 from orchestrator.store import RunStore, now_iso
+
+if TYPE_CHECKING:
+    from orchestrator.spec import BackendConfig
 
 TABLE_REFRESH_S = 60.0  # how often the driver rebuilds the parquet tables while a sweep runs
 REPORT_EVERY_S = 0.5  # how often a worker tells the driver (progress bar) which trials it finished
@@ -81,8 +85,8 @@ class TrialQueue:
         return self.leases.pop(worker, None)
 
 
-def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str, max_retries: int,
-            num_threads: int) -> None:
+def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str, retry_failed: bool,
+            max_retries: int, num_threads: int) -> None:
     """The Tune trainable: run batches of packs from the queue until it is empty."""
     import ray
     from ray import tune
@@ -95,12 +99,12 @@ def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str,
     while (batch := ray.get(queue.next.remote(worker, finished))) is not None:
         for data in batch:
             pack = [TrialSpec.from_dict(d) for d in data]
-            done = {t.trial_id: _recorded_by(store, t.trial_id, launch_id) for t in pack}  # before a restart
-            todo = [t for t in pack if done[t.trial_id] is None]
-            if todo:
-                done.update((r.trial_id, r) for r in execute_pack(store, todo, launch_id, max_retries=max_retries,
-                                                                 num_threads=num_threads))
-            statuses.extend(r.status for r in done.values() if r is not None)
+            ran = {r.trial_id: r for r in run_still_to_run(store, pack, launch_id, retry_failed=retry_failed,
+                                                           max_retries=max_retries, num_threads=num_threads)}
+            for trial in pack:  # a trial this launch recorded before the worker was restarted counts too
+                record = ran.get(trial.trial_id) or _recorded_by(store, trial.trial_id, launch_id)
+                if record is not None:
+                    statuses.append(record.status)
             if time.monotonic() - last_report > REPORT_EVERY_S:
                 tune.report({"trial_statuses": statuses})
                 statuses, last_report = [], time.monotonic()
@@ -116,6 +120,8 @@ def _recorded_by(store: RunStore, trial_id: str, launch_id: str) -> TrialRecord 
 
 
 class RayBackend(Backend):
+    kind = "ray"
+
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         _prepare_environment(config.address)
@@ -124,22 +130,36 @@ class RayBackend(Backend):
         where = f"Ray cluster at {self.config.address}" if self.config.address else "embedded local Ray"
         return f"{super().describe()} on {where}"
 
-    def run(self, store: RunStore, trials: list[TrialSpec], launch_id: str, progress: Progress) -> None:
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Connect to Ray (start an embedded one, or join `address`) unless this process already is; disconnect at
+        the end only what this session connected."""
         import ray
-        from ray import tune
 
         started_here = not ray.is_initialized()
         if started_here:
             ray.init(address=self.config.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR, configure_logging=True)
         try:
+            yield
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def submit(self, store: RunStore, trials: list[TrialSpec], launch_id: str, progress: Progress,
+               *, retry_failed: bool = False) -> Handle:
+        import ray
+        from ray import tune
+
+        with self.session():
             packs = seed_packs(trials, self.config.seeds_per_trial)
             workers = self._worker_count(len(packs), ray.cluster_resources())
             queue = ray.remote(num_cpus=0)(TrialQueue).remote([[t.to_dict() for t in pack] for pack in packs],
                                                               workers)
             trainable = tune.with_resources(
                 tune.with_parameters(_worker, queue=queue, run_dir=str(store.root.resolve()), launch_id=launch_id,
-                                     max_retries=self.config.max_retries, num_threads=self.threads_per_trial),
+                                     retry_failed=retry_failed, max_retries=self.config.max_retries,
+                                     num_threads=self.threads_per_trial),
                 {"cpu": self.config.resources.cpu, "gpu": self.config.resources.gpu},
             )
             tuner = tune.Tuner(
@@ -155,9 +175,7 @@ class RayBackend(Backend):
                 ),
             )
             tuner.fit()
-        finally:
-            if started_here:
-                ray.shutdown()
+        return Handle(store, [t.trial_id for t in trials], launch_id)
 
     def _worker_count(self, n_trials: int, cluster: dict[str, float]) -> int:
         """As many workers as the cluster has slots for one trial's resources, capped by max_concurrent."""
@@ -207,5 +225,8 @@ def _progress_callback(store: RunStore, launch_id: str, progress: Progress, queu
 def _error_text(trial: Any) -> str | None:
     path = getattr(trial, "error_file", None)
     if path and Path(path).exists():
-        return "\n".join(Path(path).read_text().rstrip().splitlines()[-25:])
+        return error_tail(Path(path).read_text())
     return None
+
+
+BACKEND = RayBackend

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from orchestrator.spec import SpecError
+from orchestrator import backends
+from orchestrator.errors import SpecError
 from orchestrator.store import RunStore, now_iso, write_atomic
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def register(subparsers: Any) -> None:
                              "search.space.train.lr='{log_uniform: [1e-4, 1e-2]}') or a backend key; repeatable")
     search.add_argument("--storage", help="SQLAlchemy URL of the study, or env:VAR (default: search.storage, else "
                                           "SQLite in <run_dir>/search/study.db)")
-    search.add_argument("--backend", choices=("ray", "local"), help="override backend.kind")
+    search.add_argument("--backend", choices=backends.kinds(), help="override backend.kind")
     search.add_argument("--dry-run", action="store_true", help="validate and print the plan; run nothing")
     search.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     search.set_defaults(command=cmd_search)
@@ -75,9 +76,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace, spec: SearchSpec, run_dir: Path, storage_ref: str | None, url: str) -> int:
-    from orchestrator.backends import get_backend
-
-    backend = get_backend(spec.sweep.backend)
+    backend = backends.get_backend(spec.sweep.backend)
     shown = _shown_storage(storage_ref, url)
     s = spec.settings
     print(f"search {spec.name}: up to {s.n_configs} configurations x {s.seeds_per_config} seeds "
@@ -96,7 +95,7 @@ def _search(args: argparse.Namespace, spec: SearchSpec, run_dir: Path, storage_r
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = RunStore(run_dir)
     search_dir = run_dir / "search"
-    with driver.shared_run_lock(store):
+    with store.lock(shared=True):  # search workers share the run directory; a launch is refused meanwhile
         rdb = storage.open_storage(url, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period,
                                    max_retry=s.max_retry)
         sampler = samplers.make_sampler(s.sampler, n_configs=s.n_configs, parallel=s.parallel,
@@ -118,7 +117,7 @@ def _search(args: argparse.Namespace, spec: SearchSpec, run_dir: Path, storage_r
 
         run = driver.SearchDriver(spec, store, study, rdb, backend, progress=not args.no_progress)
         start = time.monotonic()
-        with driver.ray_session(backend):
+        with backend.session():
             result = run.run()
         store.rebuild_tables()
         summary = report.write_report(study, meta, search_dir)

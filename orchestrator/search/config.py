@@ -37,7 +37,7 @@ from orchestrator.api import param
 from orchestrator.identity import TrialSpec, normalise_number
 from orchestrator.schema import SchemaError, closest
 from orchestrator.search import objective as obj
-from orchestrator.spec import SEED_AXIS, SpecError, SweepSpec, load_spec, parse_yaml
+from orchestrator.spec import SEED_AXIS, SpecError, SweepSpec, line_of, load_spec, parse_yaml
 
 DISTRIBUTIONS = ("log_uniform", "uniform", "int", "log_int", "categorical")
 DISTRIBUTION_FORMS = ("{log_uniform: [low, high]}", "{uniform: [low, high]}", "{int: [low, high]}",
@@ -154,7 +154,7 @@ def load_search(path: Path | str, overrides: list[str] = ()) -> SearchSpec:
     sweep = load_spec(path, [o for o in overrides if o not in search_overrides])
     file = str(path)
     _, lines = parse_yaml(Path(path).read_text(), file)
-    locate = lambda *keys: _line_of(lines, ("search", *keys))  # noqa: E731
+    locate = lambda *keys: line_of(lines, ("search", *keys))  # noqa: E731
     document = copy.deepcopy(sweep.document)
     section = document.get("search")
     if section is None and not search_overrides:
@@ -170,7 +170,7 @@ def load_search(path: Path | str, overrides: list[str] = ()) -> SearchSpec:
         axes = ", ".join(sweep.axes)
         raise SpecError(file, "sweep", f"has axes ({axes}); a search samples its own configurations (search.space) "
                                        "and seeds (search.seeds_per_config): remove sweep, or run it with launch",
-                        _line_of(lines, ("sweep",)))
+                        line_of(lines, ("sweep",)))
 
     section = dict(section)
     space_doc = section.pop("space", None)
@@ -333,13 +333,6 @@ def _source(file: str, overrides: list[str], key: str) -> str:
     return "--set" if key in overridden else file
 
 
-def _line_of(lines: dict[tuple[str, ...], int], keys: tuple[str, ...]) -> int | None:
-    for end in range(len(keys), 0, -1):
-        if keys[:end] in lines:
-            return lines[keys[:end]]
-    return None
-
-
 def _base_type(hint: Any) -> Any:
     """int / float / other for a field's hint (`float | None` counts as float)."""
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
@@ -359,3 +352,9 @@ def _type_name(hint: Any) -> str:
 
 def _normalised(value: Any) -> Any:
     return normalise_number(value) if isinstance(value, float) and math.isfinite(value) else value
+
+
+def meta_dimensions(meta: dict[str, Any]) -> list[Dimension]:
+    """The search space as written to search.json (`search.cli._meta`), back as Dimensions."""
+    return [Dimension(d["key"], d["kind"], d.get("low"), d.get("high"), d.get("step"), tuple(d.get("choices", ())))
+            for d in meta["space"]]

@@ -1,14 +1,16 @@
 """The search loop: Optuna asks for configurations, each is trained on K seeds as ordinary trials, and told back.
 
 One worker keeps up to `parallel` configurations in flight. Their seeds run in rounds: each round hands the next
-`seeds_per_round` seeds of every configuration in flight to the backend in one `backend.run(...)` call (so Ray,
-or a cluster, runs them side by side), then applies the pruning rule (`objective.verdict`) to each configuration
-and tells Optuna the finished ones: COMPLETE with its objective values, or PRUNED when even the best case
-could no longer beat the target. Freed slots are refilled at the next round.
+`seeds_per_round` seeds of every configuration in flight to the backend in one `backend.submit(...)` call and
+waits on its handle (so Ray, or SLURM's job arrays, run them side by side), then applies the pruning rule
+(`objective.verdict`) to each configuration and tells Optuna the finished ones: COMPLETE with its objective
+values, or PRUNED when even the best case could no longer beat the target. Freed slots are refilled at the next
+round.
 
 Every seed is a normal trial of the run directory: same TrialSpec and trial id as `launch` would give it, same
-backends, same records. A seed whose record exists is never run again, so a configuration that is asked again
-(a retry after its worker was killed, or the same values sampled twice) reuses what was already trained.
+backends, same records, and the same rule for what is still to run (`RunStore.still_to_run`). A seed whose record
+exists is never run again, so a configuration that is asked again (a retry after its worker was killed, or the
+same values sampled twice) reuses what was already trained.
 
 Several workers (processes, machines) can share one study: the study's trial numbers are assigned under a row
 lock, so the `n_configs` budget is exact (a configuration asked past it is failed at once, untrained, marked
@@ -19,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import json
-import logging
 import os
 import socket
 import threading
@@ -37,13 +37,13 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator.backends.base import Backend
+from orchestrator.files import flocked, write_atomic
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
 from orchestrator.records import TrialRecord
 from orchestrator.search import objective as obj
 from orchestrator.search.config import SearchSpec
-from orchestrator.store import RunLockedError, RunStore
-from orchestrator.store import write_atomic as _write_atomic
+from orchestrator.store import RunStore
 
 POLL_S = 1.0  # how often a worker with nothing to run looks again (others' configs, stale heartbeats)
 LIVE_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -67,8 +67,6 @@ class InFlight:
     def number(self) -> int:
         return self.trial.number
 
-    def pending(self, finished: set[str]) -> list[TrialSpec]:
-        return [t for t in self.seeds if t.trial_id not in finished]
 
 
 @dataclass
@@ -195,9 +193,12 @@ class SearchDriver:
             self._update(flight, finished)
         to_run: dict[str, TrialSpec] = {}
         held_elsewhere = 0
+        queued = self.backend.in_flight(self.store)  # e.g. a killed worker's SLURM tasks, still running
         with contextlib.ExitStack() as locks:
             for flight in self.active:
-                for spec in flight.pending(finished)[: self.spec.seeds_per_round]:
+                pending = self.store.still_to_run(flight.seeds, self.launch_id, elsewhere=queued)
+                held_elsewhere += sum(1 for t in flight.seeds if t.trial_id in queued)
+                for spec in pending[: self.spec.seeds_per_round]:
                     if spec.trial_id in to_run:
                         continue
                     if locks.enter_context(self._trial_lock(spec.trial_id)):
@@ -217,7 +218,8 @@ class SearchDriver:
         self.store.write_plan(self.planned.values())
         progress = Progress(len(trials), enabled=self.progress_enabled)
         try:
-            self.backend.run(self.store, trials, f"{self.launch_id}-r{self.rounds:04d}", progress)
+            handle = self.backend.submit(self.store, trials, f"{self.launch_id}-r{self.rounds:04d}", progress)
+            handle.wait(progress)  # a fire-and-forget backend (SLURM) returns at submission: wait for the records
         finally:
             progress.close()
         self.seeds_run += len(trials)
@@ -273,17 +275,8 @@ class SearchDriver:
     @contextlib.contextmanager
     def _trial_lock(self, trial_id: str) -> Iterator[bool]:
         """A non-blocking exclusive lock on one seed trial, across workers of this run directory."""
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.locks_dir / f"{trial_id}.lock", "a+")  # noqa: SIM115  (held for the block)
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            handle.close()
+        with flocked(self.locks_dir / f"{trial_id}.lock", blocking=False) as acquired:
+            yield acquired
 
 
 # ---- helpers shared with status and report ----------------------------------------------------------------------
@@ -328,44 +321,8 @@ def fail_orphans(study: optuna.Study, storage: Any, study_id: int, grace_period:
             callback(study, storage.get_trial(storage_id))
 
 
-@contextlib.contextmanager
-def shared_run_lock(store: RunStore) -> Iterator[None]:
-    """Hold the run directory with a shared lock: search workers coexist, a `launch` (exclusive) is refused."""
-    store.root.mkdir(parents=True, exist_ok=True)
-    handle = open(store.lock_path, "a+")  # noqa: SIM115  (held for the whole block)
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            launch = store.read_launch() or {}
-            raise RunLockedError(f"run directory {store.root} is in use by a launch (pid {launch.get('pid', '?')} "
-                                 f"on {launch.get('host', '?')}); wait for it or stop it first") from None
-        yield
-    finally:
-        handle.close()
-
-
-@contextlib.contextmanager
-def ray_session(backend: Backend) -> Iterator[None]:
-    """One Ray for the whole search (the backend would otherwise start and stop one per round)."""
-    if backend.config.kind != "ray":
-        yield
-        return
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=backend.config.address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR, configure_logging=True)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
 def write_json(path: Path, data: Any) -> None:
-    _write_atomic(path, (json.dumps(data, indent=2, default=_jsonable) + "\n").encode())
+    write_atomic(path, (json.dumps(data, indent=2, default=_jsonable) + "\n").encode())
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,7 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from orchestrator.search.report import PREFERRED_COLOUR_KEY, meta_dimensions
+from orchestrator.search.config import meta_dimensions
+
+PREFERRED_COLOUR_KEY = "model.kernel"  # coloured by the kernel when it is a searched dimension
 
 COLOURS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 

@@ -24,18 +24,10 @@ import optuna
 import pandas as pd
 
 from orchestrator.search import objective as obj
-from orchestrator.search.config import Dimension
+from orchestrator.search.config import Dimension, meta_dimensions
 from orchestrator.search.driver import SURPLUS_ATTR, write_json
 
 EVALUATED = ("COMPLETE", "PRUNED")
-PREFERRED_COLOUR_KEY = "model.kernel"
-
-
-def meta_dimensions(meta: dict[str, Any]) -> list[Dimension]:
-    return [Dimension(d["key"], d["kind"], d.get("low"), d.get("high"), d.get("step"), tuple(d.get("choices", ())))
-            for d in meta["space"]]
-
-
 def dimension_dict(dim: Dimension) -> dict[str, Any]:
     data = asdict(dim)
     data["choices"] = list(dim.choices)

@@ -83,3 +83,32 @@ def test_a_checkpoint_of_another_trial_is_refused(tmp_path: Path):
     TRAINER.run(config(steps=10, checkpoint_every=3), 1, TrialContext(workdir=tmp_path))
     with pytest.raises(ValueError, match="holds a checkpoint of another trial"):
         TRAINER.run(config(steps=10, checkpoint_every=3), 2, TrialContext(workdir=tmp_path))
+
+
+def test_the_checkpoint_fingerprint_is_the_trial_identity_and_older_checkpoints_still_resume(tmp_path: Path):
+    """The fingerprint hashes what the trial id hashes: a key marked identity="unless_default" (train.dtype,
+    train.stop_when_decided) is in it only when set, as in the id. A checkpoint fingerprinted the old way (those
+    keys always in) belongs to the same trial and resumes; one of another seed or config is refused."""
+    from orchestrator.checkpoint import fingerprint, legacy_fingerprint, save_checkpoint
+
+    cfg = config(steps=10, checkpoint_every=3)
+    assert "dtype" not in fingerprint(cfg, 1)["config"]["train"]
+    assert legacy_fingerprint(cfg, 1)["config"]["train"]["dtype"] == "float32"
+    assert "dtype" in fingerprint(config(steps=10, checkpoint_every=3, dtype="float64"), 1)["config"]["train"]
+    reference = TRAINER.run(cfg, 1, TrialContext(workdir=tmp_path / "ref"))
+
+    def interrupt_at_5(step: int, metrics: dict[str, float]) -> None:
+        if step == 5:
+            raise Interrupt
+
+    workdir = tmp_path / "old"
+    with pytest.raises(Interrupt):
+        TRAINER.run(cfg, 1, TrialContext(workdir=workdir, report=interrupt_at_5))
+    state = load_checkpoint(workdir)
+    save_checkpoint(workdir, {**state, "fingerprint": legacy_fingerprint(cfg, 1)})  # as an older version wrote it
+    resumed = TRAINER.run(cfg, 1, TrialContext(workdir=workdir))
+    assert repr(resumed.curve.to_dict()) == repr(reference.curve.to_dict())
+    save_checkpoint(workdir, {**state, "fingerprint": legacy_fingerprint(config(steps=10, checkpoint_every=3,
+                                                                                 score_per_step=0.1), 1)})
+    with pytest.raises(ValueError, match="holds a checkpoint of another trial"):
+        TRAINER.run(cfg, 1, TrialContext(workdir=workdir))

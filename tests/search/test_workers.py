@@ -198,6 +198,6 @@ def test_search_on_the_ray_backend(tmp_path: Path, cli_env):
     store = RunStore(run_dir)
     records = list(store.iter_records())
     assert len(records) == 4 and {r.seed for r in records} == {0, 1}
-    assert len({r.launch_id for r in records}) == 1  # one round: both configs' seeds in one backend.run
+    assert len({r.launch_id for r in records}) == 1  # one round: both configs' seeds in one backend.submit
     assert (run_dir / "ray").is_dir()  # Tune's own storage, as for launch
     check_values_against_records(study, store, 2)

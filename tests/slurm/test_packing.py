@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.backends.slurm import cluster
+from orchestrator.backends.slurm.options import SlurmOptions
 from orchestrator.backends.slurm.packing import pack, sbatch_option_parameters, split_arrays
 from orchestrator.identity import TrialSpec
 from orchestrator.schema import SchemaError
-from orchestrator.spec import SlurmConfig
+from orchestrator.spec import BackendConfig
 
 
 @pytest.mark.parametrize(("n", "per_task", "sizes"), [
@@ -58,7 +61,7 @@ def test_sbatch_options_become_submitit_parameters_and_reserved_ones_are_refused
     ("1-12:30", 2190), ("0:0:1", 1),
 ])
 def test_slurm_time_forms(text: str, minutes: int):
-    assert SlurmConfig(time=text).time_minutes() == minutes
+    assert SlurmOptions(time=text).time_minutes() == minutes
 
 
 @pytest.mark.parametrize(("value", "message"), [
@@ -69,7 +72,7 @@ def test_slurm_time_forms(text: str, minutes: int):
 ])
 def test_malformed_time_is_a_schema_error(value: object, message: str):
     with pytest.raises(SchemaError, match=message) as caught:
-        SlurmConfig(time=value)  # type: ignore[arg-type]
+        SlurmOptions(time=value)  # type: ignore[arg-type]
     assert caught.value.key == "slurm.time"
 
 
@@ -90,10 +93,9 @@ def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
     trials_per_job 8 puts two packs in a task."""
     from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.runner import seed_packs
-    from orchestrator.spec import BackendConfig
 
     trials = [_trial(seed, k) for seed in range(10) for k in ("softmax", "normsoftmax")]  # a config's seeds apart
-    backend = SlurmBackend(BackendConfig(kind="slurm", seeds_per_trial=4, slurm=SlurmConfig(trials_per_job=per_job)))
+    backend = SlurmBackend(_config(seeds_per_trial=4, trials_per_job=per_job))
     chunks = backend.task_chunks(trials)
     assert [len(c) for c in chunks] == expected
     assert sorted(t.trial_id for c in chunks for t in c) == sorted(t.trial_id for t in trials)
@@ -101,5 +103,28 @@ def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
     for unit in seed_packs(trials, 4):  # every pack sits, contiguous and in seed order, inside one task
         members = [t.trial_id for t in unit]
         assert sum(any(c[i:i + len(members)] == members for i in range(len(c))) for c in ids) == 1
-    packed = SlurmBackend(BackendConfig(kind="slurm", seeds_per_trial=1, slurm=SlurmConfig(trials_per_job=per_job)))
+    packed = SlurmBackend(_config(seeds_per_trial=1, trials_per_job=per_job))
     assert [len(c) for c in packed.task_chunks(trials)] == [len(c) for c in pack(trials, per_job)]
+
+
+def _config(*, seeds_per_trial: int, trials_per_job: int) -> BackendConfig:
+    config = BackendConfig(kind="slurm", seeds_per_trial=seeds_per_trial)
+    config.options = SlurmOptions(trials_per_job=trials_per_job)  # what spec.load_backend sets from the file
+    return config
+
+
+RECORDED_SCRIPT = Path(__file__).with_name("data") / "array.sbatch"
+
+
+def test_the_batch_script_is_rendered_as_recorded():
+    """tests/slurm/data/array.sbatch: every kind of option (site options, GPUs, the escape hatch's flag and value
+    options, setup lines, a throttled array). The real-cluster test compares the rendering with what submitit
+    submits; this pins it without a cluster."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+
+    config = BackendConfig(kind="slurm")
+    config.options = SlurmOptions(partition="debug", account="lab", time="1:30:00", cpus_per_task=2, gpus_per_task=1,
+                                  mem="8G", sbatch_options=["--exclusive", "--mail-type=END"], python="python3",
+                                  setup=["module load cuda", "source ~/venv/bin/activate"], array_parallelism=4)
+    script = SlurmBackend(config).sbatch_script(Path("/shared/runs/demo"), "sweep-demo", 10)
+    assert script == RECORDED_SCRIPT.read_text()

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.api import TrialContext
+from orchestrator.backends import get_backend
 from orchestrator.cli import main
 from orchestrator.spec import load_spec
 from tests.conftest import TINY_CONFIG, write_sweep
@@ -52,6 +53,10 @@ def test_packed_array_runs_every_trial_with_the_records_of_the_other_backends(sl
     assert [len(task) for task in submission["tasks"]] == [2, 2, 2]
     script = (run_dir / "slurm" / "jobs" / f"{submission['job_id']}_submission.sh").read_text()
     assert "#SBATCH --array=0-2%2" in script and "#SBATCH --requeue" in script
+    # What --dry-run shows and `sbatch --test-only` checks is the script submitit really submitted, to the byte.
+    spec = load_spec(path)
+    ours = get_backend(spec.backend).sbatch_script(run_dir.resolve(), f"sweep-{run_dir.name}", 3)
+    assert ours == script
 
     wait_for(lambda: len(records(run_dir)) == 6, "all 6 trials to have records")
     # The task that finishes the plan rebuilds the tables, as a blocking launch would.
@@ -150,9 +155,12 @@ def test_relaunch_skips_finished_and_queued_trials_and_resubmits_lost_ones(slurm
                            file="extended.yaml")
     assert launch(extended, run_dir) == 0
     out = capsys.readouterr().out
-    to_run = int(out.split(" to run;")[0].rsplit(", ", 1)[1])
+    counts = re.search(r"5 trials, (\d+) already finished(?:, (\d+) queued or running from an earlier launch "
+                       r"\(not submitted again\))?, (\d+) to run", out)
+    assert counts, out
+    finished, queued, to_run = int(counts[1]), int(counts[2] or 0), int(counts[3])
     resubmitted = {t for task in submissions(run_dir)[1]["tasks"] for t in task}
-    assert f"slurm: {to_run - len(resubmitted)} of these trials are still queued or running" in out
+    assert to_run == len(resubmitted) and finished + queued + to_run == 5, out
     trials_by_seed = {t.seed: t.trial_id for t in load_spec(extended).trials()}
     # The cancelled one and the two new seeds; not those queued or running (unless one finished in between).
     assert {trials_by_seed[seed] for seed in (2, 3, 4)} <= resubmitted

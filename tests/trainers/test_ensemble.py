@@ -16,8 +16,7 @@ from orchestrator.identity import TrialSpec
 from orchestrator.runner import execute_pack
 from orchestrator.schema import build
 from orchestrator.store import RunStore
-from trainers.ensemble import run_seeds
-from trainers.eureka import TRAINER
+from trainers.ensemble import TRAINER, run_seeds
 
 pytestmark = pytest.mark.numeric  # run again under other CPU code paths by `make test` (the portability net)
 

@@ -8,7 +8,8 @@ as every other backend, so the run directory must be on storage shared by the la
 A relaunch submits only trials that have no record and are not in an array task that is still queued or running
 (`<run_dir>/slurm/submissions.jsonl` + `squeue`); each submitted array is appended there right after its sbatch.
 Options are checked against the cluster (`sinfo` for the partition, `sbatch --test-only` for the rest) before
-anything is submitted, and a bad one is a `SpecError`: one line, exit status 2.
+anything is submitted, and a bad one is a `SpecError`: one line, exit status 2. A cluster that stops answering
+mid-launch is a `BackendError`, which says what was submitted already.
 """
 
 from __future__ import annotations
@@ -19,23 +20,28 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.backends.base import Backend
+from orchestrator.backends.base import Backend, Handle
 from orchestrator.backends.slurm import cluster
 from orchestrator.backends.slurm.job import TrialChunk
+from orchestrator.backends.slurm.options import SlurmOptions
 from orchestrator.backends.slurm.packing import pack, sbatch_option_parameters, split_arrays
+from orchestrator.backends.slurm.script import render_sbatch
 from orchestrator.backends.slurm.submissions import (
     Submission,
     append_submission,
     jobs_dir,
     read_submissions,
 )
+from orchestrator.errors import BackendError, SpecError
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
 from orchestrator.runner import seed_packs
-from orchestrator.spec import BackendConfig, SpecError
 from orchestrator.store import RunStore, now_iso
+
+if TYPE_CHECKING:
+    from orchestrator.spec import BackendConfig
 
 WAIT_POLL_S = 2.0  # --wait: how often records and squeue are polled
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"})
@@ -44,9 +50,12 @@ DRY_RUN_RUN_DIR = "RUN_DIR"
 
 
 class SlurmBackend(Backend):
+    kind = "slurm"
+    options = SlurmOptions
+
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
-        self.slurm = config.slurm
+        self.slurm: SlurmOptions = config.options
         try:
             self.extra_sbatch = sbatch_option_parameters(self.slurm.sbatch_options)
         except ValueError as error:
@@ -140,13 +149,11 @@ class SlurmBackend(Backend):
         return [[t for unit in chunk for t in unit] for chunk in pack(units, max(1, self.slurm.trials_per_job // k))]
 
     def sbatch_script(self, run_dir: Path, job_name: str, n_tasks: int) -> str:
-        """The batch script submitit writes for an array of `n_tasks` tasks (its own template, not a copy)."""
-        from submitit.slurm.slurm import _make_sbatch_string
-
+        """The batch script of an array of `n_tasks` tasks: the #SBATCH lines submitit writes for these parameters
+        (tests/slurm compare them with a real submission's script), the setup lines, and submitit's command."""
         folder = jobs_dir(RunStore(run_dir.absolute()))
-        command = " ".join([self.python_command, "-u -m submitit.core._submit", shlex.quote(str(folder))])
-        text = _make_sbatch_string(command=command, folder=folder, map_count=n_tasks if n_tasks > 1 else None,
-                                   **self.sbatch_parameters(job_name))
+        text = render_sbatch(self.sbatch_parameters(job_name), folder=folder, n_tasks=n_tasks,
+                             python=self.python_command)
         if run_dir == Path(DRY_RUN_RUN_DIR):
             text = text.replace(str(Path(DRY_RUN_RUN_DIR).absolute()), "<run_dir>")
         return text
@@ -196,29 +203,23 @@ class SlurmBackend(Backend):
 
     # ---- run ----------------------------------------------------------------------------------------------------
 
-    def run(self, store: RunStore, trials: list[TrialSpec], launch_id: str, progress: Progress) -> str | None:
+    def submit(self, store: RunStore, trials: list[TrialSpec], launch_id: str, progress: Progress,
+               *, retry_failed: bool = False) -> SlurmHandle:
+        """Submit the trials as job arrays; returns once sbatch has them all. The caller has left out trials still
+        queued or running in an earlier launch's tasks (`in_flight`, through `RunStore.still_to_run`)."""
         store = RunStore(store.root.resolve())  # array tasks run elsewhere: absolute paths only
         self.check_against_cluster()
-        in_flight = trials_in_active_tasks(store)
-        to_submit = [t for t in trials if t.trial_id not in in_flight]
-        if in_flight:
-            jobs = sorted({in_flight[t.trial_id] for t in trials if t.trial_id in in_flight})
-            print(f"slurm: {len(trials) - len(to_submit)} of these trials are still queued or running in array "
-                  f"tasks {_job_list(jobs)}: not submitted again", flush=True)
         start = time.perf_counter()
-        submissions = self._submit(store, to_submit, launch_id) if to_submit else []
-        elapsed = time.perf_counter() - start
-        job_ids = {s.job_id for s in submissions} | {label.split("_")[0] for label in in_flight.values()}
-        if self.config.wait:
-            return self._wait(store, trials, job_ids, progress)
-        if not submissions:
-            return f"slurm: nothing submitted; {len(in_flight)} trials are queued or running already"
+        submissions = self._submit(store, trials, launch_id, retry_failed) if trials else []
+        job_ids = {s.job_id for s in submissions}
         n_tasks = sum(len(s.tasks) for s in submissions)
-        return (f"slurm: submitted {len(to_submit)} trials as {n_tasks} array tasks in {len(submissions)} array(s) "
-                f"in {elapsed:.2f}s: job(s) {', '.join(s.job_id for s in submissions)}\n"
+        note = (f"slurm: submitted {len(trials)} trials as {n_tasks} array tasks in {len(submissions)} array(s) in "
+                f"{time.perf_counter() - start:.2f}s: job(s) {', '.join(s.job_id for s in submissions)}\n"
                 f"queue: squeue --jobs={','.join(sorted(job_ids, key=int))}   logs: {jobs_dir(store)}/")
+        return SlurmHandle(store, [t.trial_id for t in trials], launch_id, job_ids, note)
 
-    def _submit(self, store: RunStore, trials: list[TrialSpec], launch_id: str) -> list[Submission]:
+    def _submit(self, store: RunStore, trials: list[TrialSpec], launch_id: str,
+                retry_failed: bool) -> list[Submission]:
         import submitit
 
         max_size, _ = self.effective_max_array_size()
@@ -232,45 +233,20 @@ class SlurmBackend(Backend):
             try:
                 with executor.batch():  # one sbatch call for the whole array
                     jobs = [executor.submit(TrialChunk(str(store.root), [t.to_dict() for t in chunk], launch_id,
+                                                       retry_failed=retry_failed,
                                                        max_retries=self.config.max_retries,
                                                        num_threads=self.threads_per_trial,
                                                        seeds_per_trial=self.config.seeds_per_trial))
                             for chunk in chunks]
             except Exception as error:
                 done = f"; already submitted: {', '.join(s.job_id for s in submissions)}" if submissions else ""
-                raise RuntimeError(f"sbatch failed for array {len(submissions) + 1} of {len(arrays)}: "
+                raise BackendError(f"sbatch failed for array {len(submissions) + 1} of {len(arrays)}: "
                                    f"{cluster.first_error_line(str(error)) or error}{done}") from error
             submission = Submission(job_id=jobs[0].job_id.split("_")[0], launch_id=launch_id,
                                     tasks=[[t.trial_id for t in chunk] for chunk in chunks], submitted_at=now_iso())
             append_submission(store, submission)
             submissions.append(submission)
         return submissions
-
-    def _wait(self, store: RunStore, trials: list[TrialSpec], job_ids: set[str], progress: Progress) -> str | None:
-        """Advance the progress bar as records appear; stop when all exist or no task is left to write them."""
-        remaining = {t.trial_id for t in trials}
-
-        def collect() -> None:
-            for trial_id in sorted(remaining & store.finished_ids()):
-                progress.trial_finished(store.read_record(trial_id).status)
-                remaining.discard(trial_id)
-
-        try:
-            while True:
-                collect()
-                if not remaining:
-                    return None
-                if not cluster.active_tasks(job_ids):
-                    collect()  # a record written just before its task left the queue
-                    if remaining:
-                        print(f"slurm: {len(remaining)} trials have no record and no queued or running task (a "
-                              f"task died or was cancelled: logs in {jobs_dir(store)}/); relaunch to submit them "
-                              f"again", file=sys.stderr, flush=True)
-                    return None
-                time.sleep(WAIT_POLL_S)
-        except KeyboardInterrupt:
-            return f"slurm: stopped waiting; {len(remaining)} trials still queued or running in job(s) " \
-                   f"{', '.join(sorted(job_ids, key=int))}"
 
     # ---- status -------------------------------------------------------------------------------------------------
 
@@ -280,8 +256,23 @@ class SlurmBackend(Backend):
             return set()
         try:
             return set(trials_in_active_tasks(store))
-        except SpecError:  # squeue failed: status says so in its slurm line
+        except BackendError:  # squeue failed: status says so in its slurm line
             return set()
+
+    @classmethod
+    def withdraw(cls, store: RunStore) -> list[str]:
+        """scancel every array this run submitted that still has unfinished trials (their tasks may be queued or
+        running); a cancelled task's trial in flight has no record and runs again on the next launch."""
+        finished = store.finished_ids()
+        jobs = sorted({s.job_id for s in read_submissions(store) if any(t not in finished for t in s.trial_ids())},
+                      key=int)
+        if not jobs:
+            return ["slurm: no submitted array has unfinished trials; nothing to cancel"]
+        try:
+            cluster.cancel_jobs(jobs)
+        except cluster.SlurmCommandError as error:
+            raise BackendError(f"scancel failed for job(s) {_job_list(jobs)}: {error}") from None
+        return [f"slurm: cancelled job(s) {_job_list(jobs)}"]
 
     @classmethod
     def status_lines(cls, store: RunStore, launch: dict) -> list[str]:
@@ -320,6 +311,56 @@ class SlurmBackend(Backend):
         return lines
 
 
+
+class SlurmHandle(Handle):
+    """Submitted array tasks: `wait` polls the records and squeue; `cancel` also scancels this launch's arrays."""
+
+    def __init__(self, store: RunStore, trial_ids: list[str], launch_id: str, job_ids: set[str], note: str) -> None:
+        super().__init__(store, trial_ids, launch_id)
+        self.job_ids, self.note = job_ids, note
+
+    def follow(self) -> str:
+        return self.note
+
+    def in_flight(self) -> set[str]:
+        if not self.job_ids:
+            return set()
+        return set(trials_in_active_tasks(self.store)) & set(self.trial_ids)
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.job_ids:
+            cluster.cancel_jobs(sorted(self.job_ids, key=int))
+
+    def wait(self, progress: Progress | None = None) -> None:
+        """Advance the progress bar as records appear; return when all exist or no task is left to write them
+        (then the trials without a record are named on stderr: a relaunch submits them again)."""
+        remaining = set(self.trial_ids)
+
+        def collect() -> None:
+            for trial_id in sorted(remaining & self.store.finished_ids()):
+                if progress is not None:
+                    progress.trial_finished(self.store.read_record(trial_id).status)
+                remaining.discard(trial_id)
+
+        while True:
+            collect()
+            if not remaining:
+                return
+            try:
+                active = cluster.active_tasks(self.job_ids)
+            except cluster.SlurmCommandError as error:
+                raise BackendError(f"squeue failed while waiting for job(s) {_job_list(sorted(self.job_ids))}: "
+                                   f"{error}; the jobs run on, relaunch or status to follow them") from None
+            if not active:
+                collect()  # a record written just before its task left the queue
+                if remaining:
+                    print(f"slurm: {len(remaining)} trials have no record and no queued or running task (a task died "
+                          f"or was cancelled: logs in {jobs_dir(self.store)}/); relaunch to submit them again",
+                          file=sys.stderr, flush=True)
+                return
+            time.sleep(WAIT_POLL_S)
+
 def trials_in_active_tasks(store: RunStore) -> dict[str, str]:
     """Unfinished trial id -> "jobid_task" of the queued or running array task that will run it."""
     finished = store.finished_ids()
@@ -329,8 +370,7 @@ def trials_in_active_tasks(store: RunStore) -> dict[str, str]:
     try:
         active = cluster.active_tasks(s.job_id for s in submissions)
     except cluster.SlurmCommandError as error:
-        raise SpecError(SPEC_SOURCE, "backend.kind", f"squeue failed, so queued trials cannot be told apart from "
-                                                     f"lost ones: {error}") from None
+        raise BackendError(f"squeue failed, so queued trials cannot be told apart from lost ones: {error}") from None
     owners: dict[str, str] = {}
     for submission in submissions:
         for index, task in enumerate(submission.tasks):

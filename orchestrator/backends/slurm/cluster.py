@@ -1,7 +1,7 @@
 """What the launch host asks SLURM itself: limits, partitions, live job states. Thin wrappers over the CLI tools.
 
-Only `squeue`, `sinfo`, `scontrol` and `sbatch --test-only` are used: no `sacct`, so none of this needs SLURM's
-accounting database (many small and test clusters run without one).
+Only `squeue`, `sinfo`, `scontrol`, `scancel` and `sbatch --test-only` are used: no `sacct`, so none of this needs
+SLURM's accounting database (many small and test clusters run without one).
 """
 
 from __future__ import annotations
@@ -90,3 +90,10 @@ def active_tasks(job_ids: Iterable[str]) -> dict[tuple[str, int], str]:
         if state in ACTIVE_STATES:
             states[(job_id, int(task) if task.isdigit() else 0)] = state
     return states
+
+
+def cancel_jobs(job_ids: list[str]) -> None:
+    """scancel these jobs (whole arrays); a job that already left the queue is no error."""
+    result = run_slurm(["scancel", *job_ids], check=False)
+    if result.returncode != 0 and "invalid job id" not in (result.stderr or "").lower():
+        raise SlurmCommandError(first_error_line(result.stderr) or "scancel failed")

@@ -1,0 +1,134 @@
+"""What a trial produces and how it is judged: the curve, the result, the context a trainer runs in, success.
+
+Part of the public trainer API (`orchestrator.api` re-exports every name); a module of its own so that the shared
+training loop (orchestrator/loop.py) can use these without importing the API module that builds on the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+    from orchestrator.api import SuccessConfig
+
+Direction = Literal["max", "min"]
+TrialStatus = Literal["completed", "failed", "diverged"]
+Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["float32", "float64"]
+
+# extra key of a trial that stopped once its success was confirmed (train.stop_when_decided); the analysis reads it as
+# the trials-table column "extra_stopped_when_decided" (analysis.survival.STOPPED_COLUMN)
+STOPPED_WHEN_DECIDED = "stopped_when_decided"
+
+
+@dataclass
+class Curve:
+    """Metrics logged at eval steps, columnar: `steps[i]` is the step at which `metrics[name][i]` was measured."""
+
+    steps: list[int] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def append(self, step: int, values: dict[str, float]) -> None:
+        if self.steps and set(values) != set(self.metrics):
+            raise ValueError(f"metrics at step {step} are {sorted(values)}, earlier evals had {sorted(self.metrics)}")
+        self.steps.append(step)
+        for name, value in values.items():
+            self.metrics.setdefault(name, []).append(float(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": list(self.steps), "metrics": {k: list(v) for k, v in self.metrics.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Curve:
+        return cls(steps=list(data["steps"]), metrics={k: list(v) for k, v in data["metrics"].items()})
+
+
+@dataclass
+class TrainResult:
+    """What a trainer returns: its curve, whether it ran to the end or diverged, and how many steps it took."""
+
+    curve: Curve
+    status: TrialStatus
+    steps_run: int
+    extra: dict[str, Any] = field(default_factory=dict)  # trainer-specific scalars, stored in the record
+
+
+@dataclass
+class TrialContext:
+    """What the orchestrator gives a trainer: a private folder (checkpoints) and a callback for progress."""
+
+    workdir: Path
+    report: Callable[[int, dict[str, float]], None] = lambda step, metrics: None
+    num_threads: int = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    success: bool
+    eureka_step: int | None  # first eval step at which the success metric reached the threshold
+
+
+def judge(curve: Curve, success: SuccessConfig, direction: Direction) -> Outcome:
+    """Success = the success metric reaches the threshold at some eval; eureka_step = the first such step."""
+    values = curve.metrics.get(success.metric, [])
+    for step, value in zip(curve.steps, values, strict=False):
+        reached = value >= success.threshold if direction == "max" else value <= success.threshold
+        if math.isfinite(value) and reached:
+            return Outcome(True, step)
+    return Outcome(False, None)
+
+
+def decided(curve: Curve, success: SuccessConfig, direction: Direction, confirm: int) -> bool:
+    """True once the last `confirm` evaluations all met the success threshold (confirm >= 1): the trial's outcome
+    and its eureka_step (the first such eval, already on the curve) can no longer change by training on."""
+    values = curve.metrics.get(success.metric, [])
+    if confirm < 1 or len(values) < confirm:
+        return False
+    recent = values[-confirm:]
+    if direction == "max":
+        return all(math.isfinite(v) and v >= success.threshold for v in recent)
+    return all(math.isfinite(v) and v <= success.threshold for v in recent)
+
+
+def resolve_device(name: str) -> torch.device:
+    """train.device: auto = CUDA when this process sees a GPU, else CPU; cuda without one is an error."""
+    import torch  # here, not at the top: the orchestrator reads this module's schema helpers without torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch sees no GPU on this host; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """train.dtype: the torch dtype of that name (float32 or float64)."""
+    import torch
+
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
+    if name not in dtypes:
+        raise ValueError(f"train.dtype is {name!r}; allowed: {', '.join(dtypes)}")
+    return dtypes[name]
+
+
+def to_device(device: torch.device, *tensors: torch.Tensor,
+              dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+    """Tensors moved to the trial's device, floating ones cast to `dtype` (train.dtype; integer tensors such as
+    token ids and labels keep theirs). Data is drawn on the CPU from the trial's own generator (the same stream
+    on any device and in any dtype) and moved afterwards."""
+    return tuple(t.to(device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype,
+                      non_blocking=True) for t in tensors)
+
+
+def best_and_final(values: list[float], direction: Direction) -> tuple[float | None, float | None]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return None, (values[-1] if values else None)
+    best = max(finite) if direction == "max" else min(finite)
+    return best, values[-1]
