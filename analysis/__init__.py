@@ -12,31 +12,30 @@ Pandas in, pandas out; everything is vectorised over trials so that 100,000 tria
 
 from __future__ import annotations
 
-from analysis.compare import compare_groups, detector_agreement
-from analysis.eureka import DetectionParams, detect_eureka, metric_direction
-from analysis.load import RunTablesMissingError, load_run
-from analysis.success import binomial_interval, fit_logistic, logistic_curves, success_probability
-from analysis.summary import RunAnalysis, analyze_run, analyze_tables
-from analysis.survival import KaplanMeier, kaplan_meier, kaplan_meier_by_group, logrank_test, time_to_eureka
+import importlib
+from typing import Any
 
-__all__ = [
-    "DetectionParams",
-    "KaplanMeier",
-    "RunAnalysis",
-    "RunTablesMissingError",
-    "analyze_run",
-    "analyze_tables",
-    "binomial_interval",
-    "compare_groups",
-    "detect_eureka",
-    "detector_agreement",
-    "fit_logistic",
-    "kaplan_meier",
-    "kaplan_meier_by_group",
-    "load_run",
-    "logistic_curves",
-    "logrank_test",
-    "metric_direction",
-    "success_probability",
-    "time_to_eureka",
-]
+# name -> the module that defines it. Imported on first use (PEP 562), so that importing one submodule (the CLI's
+# `analysis.reproduction.cli`, `analysis.load`) does not load scipy and matplotlib for every command.
+_EXPORTS = {
+    "compare_groups": "analysis.compare", "detector_agreement": "analysis.compare",
+    "DetectionParams": "analysis.eureka", "detect_eureka": "analysis.eureka", "metric_direction": "analysis.eureka",
+    "RunTablesMissingError": "analysis.load", "load_run": "analysis.load",
+    "binomial_interval": "analysis.success", "fit_logistic": "analysis.success",
+    "logistic_curves": "analysis.success", "success_probability": "analysis.success",
+    "RunAnalysis": "analysis.summary", "analyze_run": "analysis.summary", "analyze_tables": "analysis.summary",
+    "KaplanMeier": "analysis.survival", "kaplan_meier": "analysis.survival",
+    "kaplan_meier_by_group": "analysis.survival", "logrank_test": "analysis.survival",
+    "time_to_eureka": "analysis.survival",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

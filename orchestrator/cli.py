@@ -24,7 +24,7 @@ from orchestrator import backends
 from orchestrator.errors import BackendError, SpecError
 from orchestrator.identity import TrialSpec
 from orchestrator.records import TrialRecord
-from orchestrator.spec import SweepSpec, load_spec
+from orchestrator.spec import MAX_TRIALS, SweepSpec, load_spec
 from orchestrator.store import RunLockedError, RunStore, now_iso
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("--wait", action="store_true",
                         help="cluster backends: block with a progress bar until every trial has a record")
     launch.add_argument("--retry-failed", action="store_true", help="run trials recorded as failed again")
+    launch.add_argument("--max-trials", type=int, default=MAX_TRIALS, metavar="N",
+                        help=f"refuse a sweep of more than N trials, from the axis lengths (default {MAX_TRIALS:,})")
     launch.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     launch.set_defaults(command=cmd_launch)
 
@@ -101,7 +103,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         overrides += ["backend.kind=ray", f"backend.address={args.address}"]
     if args.wait:
         overrides.append("backend.wait=true")
-    spec = load_spec(args.sweep, overrides)
+    spec = load_spec(args.sweep, overrides, max_trials=args.max_trials)
     trials = spec.trials()
     run_dir = args.run_dir or Path("runs") / spec.name
 

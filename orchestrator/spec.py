@@ -14,7 +14,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import math
 import re
+from collections import Counter
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ AXIS_FORMS = ("a list of values", "{range: [start, stop]}", "{range: [start, sto
               "{logspace: [low, high, count]}", "{linspace: [low, high, count]}")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 SEED_AXIS = "seed"
+MAX_TRIALS = 1_000_000  # a bigger grid is refused unless asked for (launch --max-trials): it is usually a typo
 
 
 @dataclass
@@ -120,30 +124,39 @@ class SweepSpec:
 
     def trials(self) -> list[TrialSpec]:
         """The product of the axes, each a fully resolved trial with its identity. A combination of axis values
-        that the config's `validate()` rejects is a SpecError naming the axes (checked once per configuration)."""
+        that the config's `validate()` rejects is a SpecError naming the axes (checked once per configuration).
+
+        The config is resolved once per combination of the other axes and shared by its seeds (TrialSpec data is
+        never mutated), so a 100,000-seed axis costs 100,000 hashes, not 100,000 schema builds."""
         keys = list(self.axes)
         id_name = identity_name(self.trainer_name, self.trainer)
-        checked: set[str] = set()
+        resolved_by: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # other axes' values -> config, identity
         out = []
         for combination in itertools.product(*(self.axes[k] for k in keys)):
             params = dict(zip(keys, combination, strict=True))
-            config = copy.deepcopy(self.base_config)
-            for key, value in params.items():
-                if key != SEED_AXIS:
-                    schema.set_dotted(config, key, value)
-            resolved = schema.build(self.trainer.config_class, config)
             swept = {k: v for k, v in params.items() if k != SEED_AXIS}
-            if swept and (signature := repr(sorted(swept.items()))) not in checked:
-                checked.add(signature)
-                _validate(self.file, resolved, self.locate, swept)
+            signature = repr(sorted(swept.items()))
+            if signature not in resolved_by:
+                resolved_by[signature] = self._resolve(swept)
+            config, identity = resolved_by[signature]
             seed = int(params.get(SEED_AXIS, 0))
-            identity = schema.to_dict(resolved, identity_only=True)
-            tid = trial_id(id_name, seed, identity)
-            out.append(TrialSpec(tid, self.trainer_name, seed, canonical(schema.to_dict(resolved)), params))
+            out.append(TrialSpec(trial_id(id_name, seed, identity), self.trainer_name, seed, config, params))
         return out
 
+    def _resolve(self, swept: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The full config and its identity part for one combination of the non-seed axes, validated."""
+        config = copy.deepcopy(self.base_config)
+        for key, value in swept.items():
+            schema.set_dotted(config, key, value)
+        resolved = schema.build(self.trainer.config_class, config)
+        if swept:
+            _validate(self.file, resolved, self.locate, swept)
+        return canonical(schema.to_dict(resolved)), schema.to_dict(resolved, identity_only=True)
 
-def load_spec(path: Path | str, overrides: list[str] = ()) -> SweepSpec:
+
+def load_spec(path: Path | str, overrides: list[str] = (), *, max_trials: int = MAX_TRIALS) -> SweepSpec:
+    """Parse and validate a sweep file. A grid of more than `max_trials` trials is refused from the axis lengths
+    alone, before any axis is expanded (launch --max-trials raises the limit)."""
     path = Path(path)
     file = str(path)
     try:
@@ -184,7 +197,7 @@ def load_spec(path: Path | str, overrides: list[str] = ()) -> SweepSpec:
         raise SpecError(file, f"config.{error.key}", error.message, locate("config", *error.key.split("."))) from None
     _check_success_metric(file, trainer, base, locate)
 
-    axes = _parse_axes(file, trainer, document.get("sweep"), locate)
+    axes = _parse_axes(file, trainer, document.get("sweep"), locate, max_trials)
     if not set(axes) - {SEED_AXIS}:  # with config axes, each combination is validated as the sweep expands
         _validate(file, base, locate)
     for override in overrides:
@@ -315,42 +328,58 @@ def _check_success_metric(file: str, trainer: Trainer, base: Any, locate: Any) -
                         f"trainer {trainer.name} logs: {allowed}", locate("config", "success", "metric"))
 
 
-def _parse_axes(file: str, trainer: Trainer, sweep: Any, locate: Any) -> dict[str, list[Any]]:
+def _parse_axes(file: str, trainer: Trainer, sweep: Any, locate: Any, max_trials: int) -> dict[str, list[Any]]:
     if sweep is None:
         return {}
     if not isinstance(sweep, dict):
         raise SpecError(file, "sweep", "must map config keys (e.g. train.lr) or seed to axis values",
                         locate("sweep"))
-    axes: dict[str, list[Any]] = {}
-    for key in sorted(sweep, key=str):
-        key_str = str(key)
-        line = locate("sweep", key_str)
+    keys = sorted(sweep, key=str)
+    lengths: dict[str, int] = {}
+    for key in keys:  # first the forms and their lengths: a range of 10**12 seeds costs nothing here
         try:
-            values = _axis_values(sweep[key])
+            lengths[str(key)] = _axis_size(sweep[key])
+        except ValueError as error:
+            raise SpecError(file, f"sweep.{key}", str(error), locate("sweep", str(key))) from None
+    _check_grid_size(file, lengths, max_trials, locate)
+    axes: dict[str, list[Any]] = {}
+    for key in keys:
+        key_str, line = str(key), locate("sweep", str(key))
+        lazy = _axis_values(sweep[key])
+        try:
             if key_str == SEED_AXIS:
-                values = [schema.coerce(int, v, {"ge": 0}, SEED_AXIS) for v in values]
+                values = [schema.coerce(int, v, {"ge": 0}, SEED_AXIS) for v in lazy]
             else:
-                values = [_normalised(schema.coerce_leaf(trainer.config_class, key_str, v)) for v in values]
+                values = [_normalised(schema.coerce_leaf(trainer.config_class, key_str, v)) for v in lazy]
         except SchemaError as error:
             message = error.message
             if key_str != SEED_AXIS and error.key == key_str and "no such key" in message:
                 message = f"not a config key of trainer {trainer.name}: {message}"
             raise SpecError(file, f"sweep.{key_str}", message, line) from None
-        except ValueError as error:
-            raise SpecError(file, f"sweep.{key_str}", str(error), line) from None
-        duplicates = sorted({repr(v) for v in values if values.count(v) > 1})
+        counts = Counter(v if isinstance(v, Hashable) else repr(v) for v in values)  # one pass: linear in the axis
+        duplicates = sorted({repr(v) for v in values if counts[v if isinstance(v, Hashable) else repr(v)] > 1})
         if duplicates:
             raise SpecError(file, f"sweep.{key_str}", f"lists {', '.join(duplicates)} more than once", line)
         axes[key_str] = values
     return axes
 
 
+def _check_grid_size(file: str, lengths: dict[str, int], max_trials: int, locate: Any) -> None:
+    total = math.prod(lengths.values())
+    if total > max_trials:
+        sizes = " x ".join(f"{key} {n:,}" for key, n in lengths.items())
+        raise SpecError(file, "sweep", f"expands to {total:,} trials ({sizes}), more than the limit of "
+                                       f"{max_trials:,}; check the axes, or raise the limit with --max-trials",
+                        locate("sweep"))
+
+
 def _normalised(value: Any) -> Any:
     return normalise_number(value) if isinstance(value, float) else value
 
 
-def _axis_values(spec: Any) -> list[Any]:
-    """The values of one axis, from any of AXIS_FORMS; ValueError says which form was meant and what is wrong."""
+def _axis_values(spec: Any) -> Sequence[Any]:
+    """The values of one axis, from any of AXIS_FORMS (a `range` form stays a lazy range, so its length is known
+    before anything is expanded); ValueError says which form was meant and what is wrong."""
     if isinstance(spec, list):
         if not spec:
             raise ValueError("is an empty list; an axis needs at least one value")
@@ -366,7 +395,7 @@ def _axis_values(spec: Any) -> list[Any]:
                      f"an axis is one of: {'; '.join(AXIS_FORMS)}")
 
 
-def _range_values(args: Any) -> list[int]:
+def _range_values(args: Any) -> range:
     if not isinstance(args, list) or len(args) not in (2, 3) or not all(
             isinstance(a, int) and not isinstance(a, bool) for a in args):
         raise ValueError(f"range takes [start, stop] or [start, stop, step] as integers, got {args!r}")
@@ -375,10 +404,10 @@ def _range_values(args: Any) -> list[int]:
         raise ValueError(f"range step must be > 0, got {step}")
     if stop <= start:
         raise ValueError(f"range stop must be > start, got [{start}, {stop}] (stop is exclusive)")
-    return list(range(start, stop, step))
+    return range(start, stop, step)
 
 
-def _space_values(form: str, args: Any) -> list[float]:
+def _space_args(form: str, args: Any) -> tuple[float, float, int]:
     if (not isinstance(args, list) or len(args) != 3 or not isinstance(args[2], int) or isinstance(args[2], bool)
             or args[2] < 1):
         raise ValueError(f"{form} takes [low, high, count] with an integer count >= 1, got {args!r}")
@@ -386,10 +415,21 @@ def _space_values(form: str, args: Any) -> list[float]:
         low, high = float(args[0]), float(args[1])
     except (TypeError, ValueError):
         raise ValueError(f"{form} bounds must be numbers, got {args[0]!r}, {args[1]!r}") from None
-    if form == "logspace":
-        if low <= 0 or high <= 0:
-            raise ValueError(f"logspace bounds must be > 0, got [{args[0]}, {args[1]}]")
-        values = np.geomspace(low, high, args[2])
-    else:
-        values = np.linspace(low, high, args[2])
+    if form == "logspace" and (low <= 0 or high <= 0):
+        raise ValueError(f"logspace bounds must be > 0, got [{args[0]}, {args[1]}]")
+    return low, high, args[2]
+
+
+def _space_values(form: str, args: Any) -> list[float]:
+    low, high, count = _space_args(form, args)
+    values = np.geomspace(low, high, count) if form == "logspace" else np.linspace(low, high, count)
     return [normalise_number(float(v)) for v in values]
+
+
+def _axis_size(spec: Any) -> int:
+    """How many values an axis has, without expanding it (the same checks as `_axis_values`)."""
+    if isinstance(spec, dict) and len(spec) == 1:
+        (form, args), = spec.items()
+        if form in ("logspace", "linspace"):
+            return _space_args(form, args)[2]
+    return len(_axis_values(spec))  # a list is already expanded; a range stays lazy

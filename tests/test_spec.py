@@ -115,3 +115,34 @@ def test_dry_run_prints_count_examples_and_resources(tiny_sweep, tmp_path: Path,
     assert "total requested over the sweep: 4 CPU-trials, 0 GPU-trials" in out
     assert out.count("model.kernel=") == 3 and "and 1 more" in out
     assert not run_dir.exists()
+
+
+def test_an_astronomical_grid_is_refused_from_the_axis_lengths_before_anything_expands(tmp_path, capsys):
+    """1,000,000 seeds x 1,000 lrs x 125,000 widths: refused at once (the axes are never expanded), exit 2,
+    one line with the count; --max-trials raises the limit."""
+    path = tmp_path / "huge.yaml"
+    path.write_text(GOOD_HEAD + "sweep: {seed: {range: [0, 1000000]}, train.lr: {logspace: [1.0e-5, 1.0e-1, 1000]}, "
+                                "model.width: {range: [8, 1000008, 8]}}\n")
+    code = main(["launch", str(path), "--run-dir", str(tmp_path / "run"), "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "sweep: expands to 125,000,000,000,000 trials (model.width 125,000 x seed 1,000,000 x train.lr 1,000)" in err
+    assert "--max-trials" in err and not (tmp_path / "run").exists()
+
+    small = tmp_path / "small.yaml"
+    small.write_text(GOOD_HEAD + "sweep: {seed: {range: [0, 30]}}\n")
+    assert main(["launch", str(small), "--max-trials", "20", "--dry-run"]) == 2
+    assert "expands to 30 trials (seed 30), more than the limit of 20" in capsys.readouterr().err
+    assert main(["launch", str(small), "--max-trials", "30", "--dry-run", "--run-dir", str(tmp_path / "r")]) == 0
+
+
+def test_a_100k_seed_axis_expands_and_duplicates_are_still_named():
+    """The duplicate check counts each axis in one pass (it called values.count per value: minutes for 100,000
+    seeds); duplicates, 0.001 spelt twice, are still named."""
+    from orchestrator.spec import _parse_axes
+    from trainers.eureka import TRAINER
+
+    axes = _parse_axes("f.yaml", TRAINER, {"seed": {"range": [0, 100_000]}}, lambda *k: None, 10**6)
+    assert len(axes["seed"]) == 100_000
+    with pytest.raises(SpecError, match=r"lists 0\.001 more than once"):
+        _parse_axes("f.yaml", TRAINER, {"train.lr": [1e-3, 2e-3, 0.001]}, lambda *k: None, 10**6)

@@ -6,21 +6,25 @@ in code before its run, and the REPRODUCTION.md generator.
 
 from __future__ import annotations
 
-from analysis.reproduction.base import Finding, RunMissingError, Study, Verdict, decide, run_size
-from analysis.reproduction.cooccurrence import COOCCURRENCE
-from analysis.reproduction.depth import ADMIN_DEPTH
-from analysis.reproduction.eureka import EUREKA_IMAGES, ROBUSTNESS
-from analysis.reproduction.kernels import GAUSSIAN_VS_SOFTMAX
-from analysis.reproduction.region import ROBUST_REGION
+import importlib
+from typing import Any
 
-STUDIES: tuple[Study, ...] = (ROBUSTNESS, EUREKA_IMAGES, GAUSSIAN_VS_SOFTMAX, ADMIN_DEPTH, COOCCURRENCE, ROBUST_REGION)
-
-
-def study_named(name: str) -> Study:
-    for study in STUDIES:
-        if study.name == name:
-            return study
-    raise KeyError(f"no study {name!r}; allowed: {', '.join(s.name for s in STUDIES)}")
+# name -> the module that defines it, imported on first use (PEP 562): `python -m orchestrator` registers this
+# package's subcommand on every run, and must not load every study (matplotlib, scipy) to do so.
+_EXPORTS = {
+    "Finding": "analysis.reproduction.base", "RunMissingError": "analysis.reproduction.base",
+    "Study": "analysis.reproduction.base", "Verdict": "analysis.reproduction.base",
+    "decide": "analysis.reproduction.base", "run_size": "analysis.reproduction.base",
+    "STUDIES": "analysis.reproduction.studies", "study_named": "analysis.reproduction.studies",
+}
+__all__ = sorted(_EXPORTS)
 
 
-__all__ = ["STUDIES", "Finding", "RunMissingError", "Study", "Verdict", "decide", "run_size", "study_named"]
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'analysis.reproduction' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return __all__
