@@ -5,6 +5,7 @@
 - `script`: the batch script's text, for --dry-run and `sbatch --test-only`
 - `cluster`: squeue / sinfo / scontrol / scancel / sbatch --test-only (no sacct, so no accounting database needed)
 - `submissions`: `<run_dir>/slurm/submissions.jsonl`, what was submitted, for relaunch, status and cancel
+- `queue`: which unfinished trials are queued or running (submissions + squeue), status lines, cancel, the handle
 - `job`: `TrialChunk`, the checkpointable callable one array task runs on a compute node
 """
 
