@@ -149,7 +149,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             if follow is None:
                 raise
-            print(f"stopped waiting; the submitted trials run on\n{follow}", file=sys.stderr)
+            print("stopped waiting; the submitted trials run on", file=sys.stderr)
         finally:
             progress.close()
             trials_table, _ = store.rebuild_tables()

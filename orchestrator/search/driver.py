@@ -37,6 +37,7 @@ import optuna
 from optuna.trial import TrialState
 
 from orchestrator.backends.base import Backend
+from orchestrator.errors import SpecError
 from orchestrator.files import flocked, write_atomic
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
@@ -66,7 +67,6 @@ class InFlight:
     @property
     def number(self) -> int:
         return self.trial.number
-
 
 
 @dataclass
@@ -172,7 +172,11 @@ class SearchDriver:
                 self.heartbeat.remove(storage_id)
                 return
             params = self.spec.coerce_params({d.key: d.suggest(trial) for d in self.spec.space})
-            seeds = self.spec.trials(params)
+            try:
+                seeds = self.spec.trials(params)
+            except SpecError as error:  # the config's validate() refuses this point of the space
+                self._refuse(trial, storage_id, params, error.message)
+                continue
             trial.set_user_attr("seeds_total", len(seeds))
             trial.set_user_attr("trial_ids", [t.trial_id for t in seeds])
             flight = InFlight(trial, storage_id, params, seeds)
@@ -180,6 +184,17 @@ class SearchDriver:
             note = f" (retry of config #{retried})" if retried is not None else ""
             self.log(f"config #{trial.number}{note}: {_params_text(params)}")
             self.active.append(flight)
+
+    def _refuse(self, trial: optuna.Trial, storage_id: int, params: dict[str, Any], reason: str) -> None:
+        """A sampled configuration the trainer's config rejects (e.g. width not divisible by heads) is told
+        PRUNED untrained, with the rule it broke: it counts against `n_configs`, so a space that is mostly invalid
+        ends the search instead of resampling forever, and samplers learn to avoid the region."""
+        trial.set_user_attr("invalid", reason)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.heartbeat.remove(storage_id)
+        self.told["pruned"] += 1
+        self.log(f"config #{trial.number}: {_params_text(params)} is not a valid configuration ({reason}): "
+                 "pruned untrained")
 
     def _surplus(self, trial: optuna.Trial) -> bool:
         """Past the budget: trial numbers are dense and ordered, so count the live configs numbered before it."""

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from orchestrator.api import Curve, SuccessConfig, TrainResult, TrialContext, param, section
+from orchestrator.api import ConfigError, Curve, SuccessConfig, TrainResult, TrialContext, param, section
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 LOG_LOW, LOG_HIGH = -3.0, -2.0  # p = 1 for lr in [1e-3, 1e-2] (kernel good)
@@ -50,6 +50,12 @@ class RobustTrain:
     warmup_steps: int = param(0, ge=0, le=1000, doc="no effect")
     steps: int = param(100, ge=1)
     sleep_s: float = param(0.0, ge=0, identity=False, doc="wall time per trial (for kill tests)")
+
+    def validate(self) -> None:
+        """A rule across keys, for the search's handling of sampled configs that break one."""
+        if self.warmup_steps >= self.steps:
+            raise ConfigError(("warmup_steps", "steps"), f"warmup_steps ({self.warmup_steps}) must be below steps "
+                                                         f"({self.steps})")
 
 
 @dataclass

@@ -210,3 +210,29 @@ def test_eureka_trainer_end_to_end_on_the_local_backend(tmp_path: Path, capsys, 
     if "seeds_per_trial" in backend:  # a pack's members carry one shared wall time; here they mix learning rates
         packs = table.groupby(["launch_id", "model.kernel", "wall_s"])["train.lr"].nunique()
         assert (packs > 1).any(), table[["launch_id", "model.kernel", "train.lr", "wall_s"]]
+
+
+def test_a_sampled_config_its_validate_refuses_is_pruned_untrained_and_the_search_goes_on(robust_trainer,
+                                                                                            tmp_path: Path):
+    """warmup_steps >= steps breaks the robust trainer's validate(): such a config is told PRUNED with the rule,
+    trains no seed, counts against n_configs; the valid ones are evaluated as usual."""
+    path = tmp_path / "invalid.yaml"
+    path.write_text(
+        "name: invalid-test\ntrainer: robust\nconfig:\n  train: {steps: 100}\n"
+        "  success: {metric: val_acc, threshold: 0.9}\nbackend: {kind: local}\n"
+        "search:\n  space:\n    train.warmup_steps: {int: [0, 199]}\n    train.lr: {log_uniform: [1.0e-3, 1.0e-2]}\n"
+        "  seeds_per_config: 4\n  seeds_per_round: 4\n  n_configs: 12\n  parallel: 2\n  sampler: tpe\n"
+        "  seed: 3\n  target: 0.3\n")
+    run_dir = tmp_path / "run"
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["search", str(path), "--run-dir", str(run_dir), "--no-progress"]) == 0
+    study = optuna.load_study(study_name="invalid-test", storage=default_url(run_dir / "search"))
+    trials = study.get_trials(deepcopy=False)
+    invalid = [t for t in trials if "invalid" in t.user_attrs]
+    valid = [t for t in trials if "invalid" not in t.user_attrs]
+    assert len(trials) == 12 and invalid and valid, out.getvalue()
+    assert all(t.params["train.warmup_steps"] >= 100 and t.state.name == "PRUNED" for t in invalid)
+    assert all(t.params["train.warmup_steps"] < 100 and t.state.name == "COMPLETE" for t in valid)
+    assert "warmup_steps" in invalid[0].user_attrs["invalid"] and "pruned untrained" in out.getvalue()
+    recorded = {p.stem for p in (run_dir / "records").glob("*.json")}
+    assert len(recorded) == 4 * len(valid)  # the refused ones trained nothing
