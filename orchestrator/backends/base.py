@@ -5,7 +5,7 @@ guarantees, and tests/backends/test_contract.py checks them against each one (a 
 suite by adding one fixture there):
 
 1. `submit(store, trials, launch_id, progress)` starts the trials and returns a `Handle`. A blocking backend
-   (local, threads, Ray) returns once every trial has run, with a handle that is already done; a fire-and-forget
+   (local, Ray) returns once every trial has run, with a handle that is already done; a fire-and-forget
    one (SLURM) returns once they are queued. Callers that need the results call `handle.wait(progress)` either way.
 2. Trials run through `orchestrator.runner`, and a worker runs only what `RunStore.still_to_run` says is still to
    run (the one rule, shared with `launch` and `search`). So a restarted worker, a requeued task or a relaunch never
