@@ -12,8 +12,7 @@ Pandas in, pandas out; everything is vectorised over trials so that 100,000 tria
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from analysis.lazy import exports
 
 # name -> the module that defines it. Imported on first use (PEP 562), so that importing one submodule (the CLI's
 # `analysis.reproduction.cli`, `analysis.load`) does not load scipy and matplotlib for every command.
@@ -30,12 +29,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -163,12 +163,11 @@ class RunStore:
         """
         if self.stop_requested(launch_id):
             return []
-        recorded = self._record_names()
         out = []
-        for trial in trials:
+        for trial in trials:  # one open per trial (a missing record fails fast), never a listing of records/
             if trial.trial_id in elsewhere:
                 continue
-            record = self.read_record(trial.trial_id) if trial.trial_id in recorded else None
+            record = self.read_record(trial.trial_id)
             if record is None or (retry_failed and record.status == "failed" and record.launch_id != launch_id):
                 out.append(trial)
         return out

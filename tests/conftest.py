@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.net import free_port
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the session's SLURM cluster, for every test folder)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,9 +58,7 @@ RAY = str(Path(sys.executable).with_name("ray"))
 @pytest.fixture
 def ray_head(cli_env):
     """A real `ray start --head` cluster on loopback, stopped after the test."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = dict(cli_env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
                     "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True, capture_output=True)

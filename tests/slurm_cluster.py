@@ -9,7 +9,6 @@ tests/conftest.py imports the fixture, so tests/slurm/ and the backend contract 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "slurm" / "local-cluster.sh"
@@ -33,18 +34,12 @@ class LocalCluster:
     partition: str
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[LocalCluster]:
     # Short path: munged's socket lives in it, and unix socket paths are limited to 107 bytes.
     state_dir = Path(tempfile.mkdtemp(prefix="slurm-test-", dir="/tmp"))
-    env = dict(os.environ, SLURM_LOCAL_DIR=str(state_dir), SLURM_LOCAL_CTLD_PORT=str(_free_port()),
-               SLURM_LOCAL_SLURMD_PORT=str(_free_port()), SLURM_LOCAL_MAX_ARRAY_SIZE=str(MAX_ARRAY_SIZE),
+    env = dict(os.environ, SLURM_LOCAL_DIR=str(state_dir), SLURM_LOCAL_CTLD_PORT=str(free_port()),
+               SLURM_LOCAL_SLURMD_PORT=str(free_port()), SLURM_LOCAL_MAX_ARRAY_SIZE=str(MAX_ARRAY_SIZE),
                SLURM_LOCAL_PARTITION=PARTITION, SLURM_LOCAL_KILL_WAIT=str(KILL_WAIT_S))
     started = subprocess.run([str(CLUSTER_SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900)
     if started.returncode != 0:

@@ -6,8 +6,7 @@ in code before its run, and the REPRODUCTION.md generator.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from analysis.lazy import exports
 
 # name -> the module that defines it, imported on first use (PEP 562): `python -m orchestrator` registers this
 # package's subcommand on every run, and must not load every study (matplotlib, scipy) to do so.
@@ -19,12 +18,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'analysis.reproduction' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -6,7 +6,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import textwrap
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import trainers
+from tests.net import free_port
 
 ROBUST_SEARCH = """\
 name: robust-test
@@ -90,12 +90,6 @@ def _install_postgres() -> None:
         subprocess.run(install, env=env, check=True, capture_output=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A PostgreSQL cluster in a temp dir on 127.0.0.1:<free port>, with a database and a password user.
@@ -129,7 +123,7 @@ def postgres() -> Iterator[Postgres]:
         command = ["runuser", "-u", "postgres", "--", *args] if as_root else list(args)
         return subprocess.run(command, check=check, capture_output=True, text=True, cwd=base)
 
-    port = _free_port()
+    port = free_port()
     run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
         "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions")
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=60 -c fsync=off"

@@ -43,9 +43,8 @@ class TrialChunk(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, str]:
         store = RunStore(self.run_dir)
         chunk = [TrialSpec.from_dict(data) for data in self.trials]
-        todo = store.still_to_run(chunk, self.launch_id, retry_failed=self.retry_failed)
         statuses: dict[str, str] = {}
-        for unit in seed_packs(todo, self.seeds_per_trial):  # without packs: one trial each, in the chunk's order
+        for unit in seed_packs(chunk, self.seeds_per_trial):  # without packs: one trial each, in the chunk's order
             records = run_still_to_run(store, unit, self.launch_id, retry_failed=self.retry_failed,
                                        max_retries=self.max_retries, num_threads=self.num_threads)
             statuses.update({record.trial_id: record.status for record in records})
