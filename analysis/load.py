@@ -1,6 +1,6 @@
 """Read a run directory's parquet tables into pandas, reading only the columns an analysis needs.
 
-The orchestrator rebuilds `trials.parquet` and `curves.parquet` from the per-trial records at any time
+The orchestrator refreshes `trials.parquet` and `curves.parquet` from the trials' records at any time
 (`python -m orchestrator tables RUN_DIR`), so a run that is still in progress can be analysed: the tables hold the
 trials finished at the last rebuild. Curves are read with `trial_id` as a categorical (dictionary-encoded) column,
 which keeps a 10M-row table cheap to load and gives the detector integer trial codes for free.
@@ -50,14 +50,15 @@ def tables_exist(run_dir: Path) -> bool:
 
 
 def rebuild_tables_if_possible(run_dir: Path) -> bool:
-    """Rebuild the tables from `records/` with the orchestrator's store; False when that is not possible here."""
-    if not (run_dir / "records").is_dir():
+    """Bring the tables up to date with the run's records through the orchestrator's store; False when that is
+    not possible here (no records, or the orchestrator is not installed)."""
+    if not ((run_dir / "results").is_dir() or (run_dir / "records").is_dir()):
         return False
     try:
         from orchestrator.store import RunStore
     except ImportError:
         return False
-    RunStore(run_dir).rebuild_tables()
+    RunStore(run_dir).refresh_tables()
     return True
 
 
@@ -93,7 +94,7 @@ def _read_table(path: Path, columns: list[str] | None, dictionary_columns: Seque
     if not path.is_file():
         raise RunTablesMissingError(
             f"{path} does not exist: build the run's tables first with `python -m orchestrator tables "
-            f"{path.parent}` (or orchestrator.store.RunStore(run_dir).rebuild_tables())"
+            f"{path.parent}` (or orchestrator.store.RunStore(run_dir).refresh_tables())"
         )
     if columns is not None:
         present = set(available_columns(path))

@@ -39,6 +39,7 @@ def tune_baseline(trials: int, seconds: float, reuse_actors: bool, storage: Path
 
 def product(trials: int, seconds: float, workdir: Path) -> float:
     from orchestrator.cli import main
+    from orchestrator.store import RunStore
 
     sweep = workdir / "overhead.yaml"
     sweep.write_text(f"name: overhead\ntrainer: noop\nconfig: {{train: {{seconds: {seconds}}}}}\n"
@@ -48,7 +49,7 @@ def product(trials: int, seconds: float, workdir: Path) -> float:
     wall = time.perf_counter() - start
     if code != 0:
         raise SystemExit(f"product launch exited {code}")
-    finished = len(list((workdir / "run" / "records").glob("*.json")))
+    finished = len(RunStore(workdir / "run").finished_ids())
     if finished != trials:
         raise SystemExit(f"product launch finished {finished} of {trials} trials")
     return wall

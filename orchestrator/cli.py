@@ -1,4 +1,4 @@
-"""`python -m orchestrator launch | status | cancel | tables | analyze`.
+"""`python -m orchestrator launch | status | cancel | tables | migrate | analyze`.
 
 Exit codes: 0 done; 1 the sweep finished but some trials failed, or the backend failed (its message says what was
 submitted already); 2 bad input (nothing launched, no run directory written); 3 the run directory is held by
@@ -23,7 +23,7 @@ import yaml
 from orchestrator import backends
 from orchestrator.errors import BackendError, SpecError
 from orchestrator.identity import TrialSpec
-from orchestrator.records import TrialRecord
+from orchestrator.segments import Entry
 from orchestrator.spec import MAX_TRIALS, SweepSpec, load_spec
 from orchestrator.store import RunLockedError, RunStore, now_iso
 
@@ -79,9 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_dir", type=Path)
     cancel.set_defaults(command=cmd_cancel)
 
-    tables = commands.add_parser("tables", help="rebuild trials.parquet and curves.parquet from the records")
+    tables = commands.add_parser("tables", help="bring trials.parquet and curves.parquet up to date with the "
+                                                "records (only records not yet in them are read)")
     tables.add_argument("run_dir", type=Path)
+    tables.add_argument("--rebuild", action="store_true", help="rebuild both tables from every record")
     tables.set_defaults(command=cmd_tables)
+
+    migrate = commands.add_parser("migrate", help="move a run directory's one-file-per-record layout (records/) "
+                                                  "into results/ segments")
+    migrate.add_argument("run_dir", type=Path)
+    migrate.set_defaults(command=cmd_migrate)
 
     analyze = commands.add_parser("analyze", help="write the report (plots, tables) to <run_dir>/report/")
     analyze.add_argument("run_dir", type=Path)
@@ -152,7 +159,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
             print("stopped waiting; the submitted trials run on", file=sys.stderr)
         finally:
             progress.close()
-            trials_table, _ = store.rebuild_tables()
+            if pending or not store.trials_table.exists():  # a launch that ran nothing leaves the tables as they are
+                store.refresh_tables()
     if follow:  # fire-and-forget: the trials run on after this process exits
         print(follow)
         print(f"follow: python -m orchestrator status {run_dir}")
@@ -160,7 +168,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if not pending and queued:
         print(f"follow: python -m orchestrator status {run_dir}")
         return EXIT_OK
-    counts = Counter(trials_table["status"]) if len(trials_table) else Counter()
+    counts = Counter(entry.status for entry in store.finished().values())
     print(f"ran {sum(progress.counts.values())} trials in {_duration(time.monotonic() - start)}; "
           f"run totals: {_counts_line(counts)}")
     print(f"results: {store.trials_table} and {store.curves_table}")
@@ -189,49 +197,54 @@ def _print_dry_run(spec: SweepSpec, trials: list[TrialSpec], run_dir: Path, back
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Counts, ETA and failures from the finished index (`RunStore.finished`) and the plan: no record is parsed but
+    the failed ones listed."""
     store = RunStore(args.run_dir)
     launch = store.read_launch()
     if launch is None:
         print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
         return EXIT_BAD_INPUT
     backend = backends.backend_class(launch.get("backend", "ray"))
-    plan = {p["trial_id"]: p for p in store.read_plan()}
-    records = store.records()
+    plan = [p["trial_id"] for p in store.read_plan()]
+    finished = store.finished()
     running = store.is_locked()
-    started_now = {tid for tid in plan if tid not in records
+    started_now = {tid for tid in plan if tid not in finished
                    and any(a["launch_id"] == launch["launch_id"] for a in store.attempts(tid))} if running else set()
-    in_flight = (started_now | backend.in_flight(store)) - set(records)
-    counts = Counter(records[tid].status for tid in plan if tid in records)
-    pending = len(plan) - sum(counts.values()) - len(in_flight)
-    succeeded = sum(1 for tid in plan if tid in records and records[tid].success)
+    in_flight = (started_now | backend.in_flight(store)) - set(finished)
+    planned = [finished[tid] for tid in plan if tid in finished]
+    counts = Counter(entry.status for entry in planned)
+    pending = len(plan) - len(planned) - len(in_flight)
+    succeeded = sum(1 for entry in planned if entry.success)
 
     state = f"running (pid {launch['pid']} on {launch['host']})" if running else "launcher not running"
     print(f"{args.run_dir}: launch {launch['launch_id']} of {launch['sweep']} — {state}")
     print(f"{len(plan)} trials: {_counts_line(counts)} ({succeeded} succeeded), {len(in_flight)} running or "
           f"queued, {pending} pending")
-    if len(records) > sum(counts.values()):
-        print(f"{len(records) - sum(counts.values())} more records from earlier plans are kept in the tables")
+    if len(finished) > len(planned):
+        print(f"{len(finished) - len(planned)} more records from earlier plans are kept in the tables")
     if (running or in_flight) and pending + len(in_flight):
-        print(_eta_line(records.values(), launch, pending + len(in_flight)))
+        print(_eta_line(finished.values(), launch, pending + len(in_flight)))
     elif pending:
         print(f"to finish: python -m orchestrator launch {launch['sweep']} --run-dir {args.run_dir}")
     for line in backend.status_lines(store, launch):
         print(line)
-    failed = [r for r in records.values() if r.status == "failed"]
-    for record in failed[:10]:
-        tail = " | ".join((record.error or "").strip().splitlines()[-2:])
-        print(f"  failed {record.trial_id} seed={record.seed} attempt={record.attempt}: {tail}")
+    failed = [(tid, entry) for tid, entry in finished.items() if entry.status == "failed"]
+    for trial_id, entry in failed[:10]:
+        record = store.record_at(trial_id, entry)
+        if record is not None:
+            tail = " | ".join((record.error or "").strip().splitlines()[-2:])
+            print(f"  failed {record.trial_id} seed={record.seed} attempt={record.attempt}: {tail}")
     if len(failed) > 10:
         print(f"  ... and {len(failed) - 10} more failed (trials.parquet has each error)")
     return EXIT_OK
 
 
-def _eta_line(records: Iterable[TrialRecord], launch: dict, remaining: int) -> str:
-    done_now = [r for r in records if r.launch_id == launch["launch_id"]]
+def _eta_line(finished: Iterable[Entry], launch: dict, remaining: int) -> str:
+    done_now = sum(1 for entry in finished if entry.launch_id == launch["launch_id"])
     elapsed = time.time() - float(launch["started_unix"])
     if not done_now or elapsed <= 0:
         return f"ETA: unknown until the first trial of this launch finishes ({remaining} to go)"
-    rate = len(done_now) / elapsed
+    rate = done_now / elapsed
     return f"ETA: {_duration(remaining / rate)} at {rate * 60:.1f} trials/min"
 
 
@@ -258,20 +271,43 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 # ---- tables, analyze --------------------------------------------------------------------------------------------
 
 
+def _store_with_records(run_dir: Path) -> RunStore | None:
+    """The run's store, or None after a one-line error when the directory holds no records in either layout."""
+    store = RunStore(run_dir)
+    if store.has_records():
+        return store
+    print(f"error: {run_dir}: no results/ or records/; not a run directory", file=sys.stderr)
+    return None
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
-    trials, curves = RunStore(args.run_dir).rebuild_tables()
-    print(f"{len(trials)} trials, {len(curves)} curve rows written to {args.run_dir}")
+    store = _store_with_records(args.run_dir)
+    if store is None:
+        return EXIT_BAD_INPUT
+    trials, curve_rows = store.rebuild_tables() if args.rebuild else store.refresh_tables()
+    print(f"{len(trials)} trials, {curve_rows} curve rows in {store.trials_table} and {store.curves_table}")
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    store = _store_with_records(args.run_dir)
+    if store is None:
+        return EXIT_BAD_INPUT
+    with store.lock():
+        moved = store.migrate()
+        store.rebuild_tables()
+    print(f"{args.run_dir}: {moved} records moved from records/ into results/; {len(store.finished())} finished "
+          f"trials in all")
     return EXIT_OK
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
-    store = RunStore(args.run_dir)
-    if not store.records_dir.exists():
-        print(f"error: {args.run_dir}: no records; not a run directory", file=sys.stderr)
+    store = _store_with_records(args.run_dir)
+    if store is None:
         return EXIT_BAD_INPUT
-    store.rebuild_tables()
+    store.refresh_tables()
     index = write_report(args.run_dir)
     print(f"report: {index}")
     return EXIT_OK

@@ -41,6 +41,20 @@ def trial_id(trainer: str, seed: int, identity_config: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:ID_LENGTH]
 
 
+class SeedIds:
+    """`trial_id(trainer, seed, identity_config)` for many seeds of one config: the canonical JSON of the config
+    is built once and each seed's payload by concatenation, byte for byte the payload `trial_id` hashes (its keys
+    sort as config, seed, trainer; an int seed's JSON is its decimal form)."""
+
+    def __init__(self, trainer: str, identity_config: dict[str, Any]) -> None:
+        self._prefix = f'{{"config":{canonical_json(identity_config)},"seed":'.encode()
+        self._suffix = f',"trainer":{canonical_json(trainer)}}}'.encode()
+
+    def __call__(self, seed: int) -> str:
+        payload = self._prefix + str(int(seed)).encode() + self._suffix
+        return hashlib.sha256(payload).hexdigest()[:ID_LENGTH]
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     """One trial to run: everything a backend ships to a worker (plain, JSON-able data)."""

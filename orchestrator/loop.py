@@ -29,7 +29,8 @@ def run_loop(trainer: LoopTrainer, config: Any, seed: int, ctx: TrialContext) ->
 
     curve, loss_sum, n_losses, start = Curve(), 0.0, 0, 1
     trial = fingerprint(config, seed)
-    saved = resume_state(ctx.workdir, tc.checkpoint_every, trial, legacy_fingerprint(config, seed))
+    saved = (resume_state(ctx.workdir, tc.checkpoint_every, trial, legacy_fingerprint(config, seed))
+             if tc.checkpoint_every else None)  # without checkpoints the trial's folder is never made
     if saved is not None and "state" not in saved:  # written by a trainer's own loop before it moved onto this one
         saved = None  # a fresh start: same result, later
     if saved is not None:

@@ -6,17 +6,23 @@
       launch.json           who launched last: pid, host, launch id, start time, trial count
       .lock                 held (flock) by the launch in progress; a second launch is refused
       stop.json             a stop request (`python -m orchestrator cancel`): the launch starts no new trial
-      records/<id>.json     one per finished trial, written atomically: present means finished
-      trials/<id>/          the trial's private folder: attempts.jsonl, trainer checkpoints
-      trials.parquet        one row per record     } rebuilt from records/ at any time,
-      curves.parquet        one row per eval step  } so they can never disagree with it
+      results/              finished trials' records: one append-only segment + index per writing process
+                            (orchestrator/segments.py); a record present and whole means finished
+      attempts/<id>.jsonl   one line per start of the trial: launch, host, pid, time
+      trials/<id>/          the trial's private folder, made only by trainers that keep files (checkpoints)
+      trials.parquet        one row per finished trial } refreshed from results/ incrementally (only records
+      curves.parquet        one row per eval step     } not yet in them are read) and rebuildable at any time
       ray/                  Ray Tune's own storage
 
-Finishing is a single atomic rename of the record file, so a trial killed at any point is either finished (and
-never run again) or not (and re-run), and no trial can be finished twice. Records are not fsynced one by one (two
-fsyncs cost ~7 ms, more than the rest of a trial's orchestration): a killed process loses nothing that reached the
-page cache, and after a machine crash a record that did not reach the disk is empty or torn, which the reader
-treats as "not finished", so that trial is simply run again.
+A run directory written before results/ existed keeps its records in records/<id>.json (one file each) and its
+attempts in trials/<id>/attempts.jsonl. Both are still read, relaunching into such a directory runs nothing that
+finished, and `python -m orchestrator migrate RUN_DIR` moves them into the current layout.
+
+Finishing is one append of a whole line to the process's own segment, so a trial killed at any point is either
+finished (and never run again) or not (and re-run). Records are not fsynced one by one (two fsyncs cost ~7 ms,
+more than the rest of a trial's orchestration): a killed process loses nothing that reached the page cache, and
+after a machine crash a record that did not reach the disk is missing or torn, which the reader treats as
+"not finished", so that trial is simply run again.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.files import flocked, is_flocked, write_atomic, write_atomic_with
+from orchestrator.files import flocked, is_flocked, write_atomic
 from orchestrator.identity import TrialSpec
-from orchestrator.records import CORE_COLUMNS, TrialRecord, curve_columns, trials_row
+from orchestrator.records import TrialRecord
+from orchestrator.segments import Entry, FinishedIndex, read_at, read_lines, writer_for
 
 if TYPE_CHECKING:  # pandas is imported when tables are built, not on every worker that writes a record
     import pandas as pd
@@ -49,7 +56,9 @@ def now_iso() -> str:
 class RunStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self.records_dir = self.root / "records"
+        self.results_dir = self.root / "results"
+        self.legacy_records_dir = self.root / "records"  # the layout before results/: one file per record
+        self.attempts_dir = self.root / "attempts"
         self.trials_dir = self.root / "trials"
         self.ray_dir = self.root / "ray"
         self.trials_table = self.root / "trials.parquet"
@@ -59,6 +68,7 @@ class RunStore:
         self.plan_path = self.root / "plan.jsonl"
         self.sweep_path = self.root / "sweep.yaml"
         self.stop_path = self.root / "stop.json"
+        self._index: FinishedIndex | None = None
 
     # ---- the launch lock ------------------------------------------------------------------------------------
 
@@ -102,51 +112,98 @@ class RunStore:
     # ---- per-trial state ------------------------------------------------------------------------------------
 
     def trial_dir(self, trial_id: str) -> Path:
+        """The trial's private folder for trainer files (checkpoints); not created here."""
         return self.trials_dir / trial_id
 
     def mark_started(self, trial_id: str, launch_id: str) -> int:
         """Append an attempt line for this trial and return the attempt number (1 for the first start)."""
-        path = self.trial_dir(trial_id) / "attempts.jsonl"
+        path = self.attempts_dir / f"{trial_id}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"launch_id": launch_id, "host": socket.gethostname(), "pid": os.getpid(),
                            "started_at": now_iso()})
         with open(path, "a") as handle:  # O_APPEND: concurrent appends do not interleave
             handle.write(line + "\n")
-        return len(path.read_text().splitlines())
+        return len(self.attempts(trial_id))
 
     def attempts(self, trial_id: str) -> list[dict[str, Any]]:
-        path = self.trial_dir(trial_id) / "attempts.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        """Every start of the trial, oldest first (a legacy run directory's trials/<id>/attempts.jsonl first)."""
+        out: list[dict[str, Any]] = []
+        for path in (self.trial_dir(trial_id) / "attempts.jsonl", self.attempts_dir / f"{trial_id}.jsonl"):
+            with contextlib.suppress(FileNotFoundError):
+                out += [json.loads(line) for line in path.read_text().splitlines() if line]
+        return out
 
     # ---- records --------------------------------------------------------------------------------------------
 
-    def record_path(self, trial_id: str) -> Path:
-        return self.records_dir / f"{trial_id}.json"
-
     def write_record(self, record: TrialRecord) -> None:
-        write_atomic(self.record_path(record.trial_id), record.to_json().encode(), durable=False)
+        writer_for(self.results_dir).append(record.trial_id, record.status, record.success, record.launch_id,
+                                            record.to_json())
+
+    def has_records(self) -> bool:
+        """Whether this directory holds (or held) finished trials in either layout."""
+        return self.results_dir.is_dir() or self.legacy_records_dir.is_dir()
+
+    def finished(self) -> dict[str, Entry]:
+        """Trial id -> index entry of its record, for every finished trial; kept current incrementally (only
+        what was appended since the last call is read), never by parsing records."""
+        if self._index is None:
+            self._index = FinishedIndex(self.results_dir)
+            self._index.add_legacy(self.legacy_entries())
+        return self._index.refresh()
+
+    def finished_ids(self) -> set[str]:
+        return set(self.finished())
 
     def read_record(self, trial_id: str) -> TrialRecord | None:
         """The trial's record, or None if it has none or only a torn one (a machine crash): not finished."""
+        entry = self.finished().get(trial_id)
+        return None if entry is None else self.record_at(trial_id, entry)
+
+    def record_at(self, trial_id: str, entry: Entry) -> TrialRecord | None:
         try:
-            return TrialRecord.from_json(self.record_path(trial_id).read_text())
+            if entry.segment:
+                return TrialRecord.from_json(read_at(self.results_dir / entry.segment, entry.offset, entry.length))
+            return TrialRecord.from_json((self.legacy_records_dir / f"{trial_id}.json").read_text())
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError, KeyError):  # empty, truncated or foreign file
+        except (ValueError, TypeError, KeyError):  # empty, truncated or foreign
             return None
 
     def records(self) -> dict[str, TrialRecord]:
-        """Every finished trial's record, by trial id."""
-        found = ((trial_id, self.read_record(trial_id)) for trial_id in sorted(self._record_names()))
+        """Every finished trial's record, by trial id (reads them all: for small runs, tests and audits)."""
+        found = ((trial_id, self.record_at(trial_id, entry)) for trial_id, entry in sorted(self.finished().items()))
         return {trial_id: record for trial_id, record in found if record is not None}
-
-    def finished_ids(self) -> set[str]:
-        return set(self.records())
 
     def iter_records(self) -> Iterator[TrialRecord]:
         yield from self.records().values()
+
+    def record_history(self) -> dict[str, list[str]]:
+        """Every record ever written, winners or not, as JSON text by trial id, in the order they were written
+        within each segment: what an audit reads to check that no trial finished twice."""
+        out: dict[str, list[str]] = {}
+        for trial_id in self.legacy_entries():
+            out.setdefault(trial_id, []).append((self.legacy_records_dir / f"{trial_id}.json").read_text())
+        for path in sorted(self.results_dir.glob("*.jsonl")):
+            for _, raw in read_lines(path, 0, path.stat().st_size):
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    text = raw.decode()
+                    out.setdefault(TrialRecord.from_json(text).trial_id, []).append(text)
+        return out
+
+    def legacy_entries(self) -> dict[str, Entry]:
+        """The records/<id>.json of a run directory from before results/, each read (a torn one is none)."""
+        if not self.legacy_records_dir.is_dir():
+            return {}
+        out = {}
+        for name in sorted(os.listdir(self.legacy_records_dir)):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                record = TrialRecord.from_json((self.legacy_records_dir / name).read_text())
+            except (ValueError, TypeError, KeyError, FileNotFoundError):
+                continue
+            out[name[: -len(".json")]] = Entry(record.status, record.success, record.launch_id, "", 0, 0)
+        return out
 
     # ---- what still has to run: the one rule that launch, search and every backend's workers apply --------------
 
@@ -163,12 +220,13 @@ class RunStore:
         """
         if self.stop_requested(launch_id):
             return []
+        finished = self.finished()  # the index: only what was appended since the last call is read
         out = []
-        for trial in trials:  # one open per trial (a missing record fails fast), never a listing of records/
+        for trial in trials:
             if trial.trial_id in elsewhere:
                 continue
-            record = self.read_record(trial.trial_id)
-            if record is None or (retry_failed and record.status == "failed" and record.launch_id != launch_id):
+            entry = finished.get(trial.trial_id)
+            if entry is None or (retry_failed and entry.status == "failed" and entry.launch_id != launch_id):
                 out.append(trial)
         return out
 
@@ -187,52 +245,48 @@ class RunStore:
     def clear_stop(self) -> None:
         self.stop_path.unlink(missing_ok=True)
 
-    def _record_names(self) -> set[str]:
-        """Trial ids that have a record file (one directory listing; the files are not read)."""
-        if not self.records_dir.exists():
-            return set()
-        return {name[: -len(".json")] for name in os.listdir(self.records_dir)
-                if name.endswith(".json") and not name.startswith(".")}
+    # ---- tables and migration ------------------------------------------------------------------------------
 
-    # ---- tables ---------------------------------------------------------------------------------------------
+    def refresh_tables(self) -> tuple[pd.DataFrame, int]:
+        """Bring trials.parquet and curves.parquet up to date, reading only the records not yet in them."""
+        from orchestrator.tables import refresh
 
-    def rebuild_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Rebuild trials.parquet and curves.parquet from the records; safe while a launch is writing."""
-        import pandas as pd
+        return refresh(self)
 
-        rows: list[dict[str, Any]] = []
-        curve_data: dict[str, list[Any]] = {"trial_id": [], "step": []}
-        for record in self.records().values():
-            rows.append(trials_row(record))
-            _extend_columns(curve_data, curve_columns(record))
-        trials = _typed_trials(pd.DataFrame(rows, columns=None if rows else CORE_COLUMNS))
-        curves = pd.DataFrame(curve_data).astype({"trial_id": "string", "step": "int64"})
-        self._write_table(trials, self.trials_table)
-        self._write_table(curves, self.curves_table)
-        return trials, curves
+    def rebuild_tables(self) -> tuple[pd.DataFrame, int]:
+        """Rebuild both tables from every record; safe while a launch is writing. Returns (trials table, number
+        of curve rows)."""
+        from orchestrator.tables import refresh
 
-    @staticmethod
-    def _write_table(frame: pd.DataFrame, path: Path) -> None:
-        write_atomic_with(path, lambda handle: frame.to_parquet(handle, index=False), durable=False)
+        return refresh(self, full=True)
 
-
-def _extend_columns(columns: dict[str, list[Any]], more: dict[str, list[Any]]) -> None:
-    """Append one record's curve columns; a metric a record lacks (another trainer) is NaN in its rows."""
-    length = len(columns["trial_id"])
-    for name, values in more.items():
-        if name not in columns:
-            columns[name] = [float("nan")] * length
-        columns[name].extend(values)
-    added = len(more["trial_id"])
-    for name, values in columns.items():
-        if name not in more:
-            values.extend([float("nan")] * added)
-
-
-def _typed_trials(frame: pd.DataFrame) -> pd.DataFrame:
-    # Nullable dtypes keep "no eureka" and "failed, not judged" distinct from 0 and False.
-    frame = frame.astype({"seed": "int64", "steps_run": "int64", "attempt": "int64", "wall_s": "float64",
-                          "eureka_step": "Int64", "success": "boolean"})
-    for column in ("trial_id", "trainer", "status", "host", "error", "launch_id", "started_at", "finished_at"):
-        frame[column] = frame[column].astype("string")
-    return frame
+    def migrate(self) -> int:
+        """Move a legacy run directory's records (records/<id>.json) into a segment of results/ and its attempts
+        files into attempts/; returns how many records moved. Each step is safe to interrupt and repeat: a
+        record's file is removed only once the segment holding it is written, and reading prefers the first
+        record of a trial, so a record present in both places counts once."""
+        moved = 0
+        legacy = self.legacy_entries()
+        in_segments = set(FinishedIndex(self.results_dir).refresh())  # moved by an interrupted earlier migrate
+        for trial_id, entry in legacy.items():
+            record = self.record_at(trial_id, entry)
+            if record is not None and trial_id not in in_segments:
+                self.write_record(record)
+                moved += 1
+        if moved:
+            writer_for(self.results_dir).sync()  # on disk before the only other copy is deleted
+        for trial_id in legacy:
+            (self.legacy_records_dir / f"{trial_id}.json").unlink()
+        for path in sorted(self.trials_dir.glob("*/attempts.jsonl")) if self.trials_dir.is_dir() else []:
+            target = self.attempts_dir / f"{path.parent.name}.jsonl"
+            newer = target.read_text() if target.exists() else ""
+            write_atomic(target, (path.read_text() + newer).encode())  # oldest first, as attempts() reads them
+            path.unlink()
+            with contextlib.suppress(OSError):  # kept when a trainer's checkpoint is still in it
+                path.parent.rmdir()
+        with contextlib.suppress(OSError):
+            for leftover in self.legacy_records_dir.iterdir():  # torn or foreign files: nothing to move
+                leftover.unlink()
+            self.legacy_records_dir.rmdir()
+        self._index = None
+        return moved

@@ -59,13 +59,23 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)  # trainer-specific scalars, stored in the record
 
 
-@dataclass
 class TrialContext:
-    """What the orchestrator gives a trainer: a private folder (checkpoints) and a callback for progress."""
+    """What the orchestrator gives a trainer: a private folder (checkpoints) and a callback for progress.
 
-    workdir: Path
-    report: Callable[[int, dict[str, float]], None] = lambda step, metrics: None
-    num_threads: int = 1
+    `workdir` is made the first time a trainer reads it, so the trials of a million-trial sweep that keep no
+    files cost no folder each.
+    """
+
+    def __init__(self, workdir: Path, report: Callable[[int, dict[str, float]], None] | None = None,
+                 num_threads: int = 1) -> None:
+        self._workdir = Path(workdir)
+        self.report = report or (lambda step, metrics: None)
+        self.num_threads = num_threads
+
+    @property
+    def workdir(self) -> Path:
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        return self._workdir
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.identity import canonical_json, trial_id
+import pytest
+
+from orchestrator.identity import SeedIds, canonical_json, trial_id
 from orchestrator.spec import load_spec
 from tests.conftest import TINY_CONFIG, write_sweep
 
@@ -59,3 +61,15 @@ def test_canonical_json_and_pinned_id():
     # Pinned: if this changes, every existing run directory's trials would be re-run. Change it deliberately.
     assert canonical_json({"b": 1, "a": [1.0, 0.30000000000000004]}) == '{"a":[1.0,0.3],"b":1}'
     assert trial_id("eureka", 3, {"train": {"lr": 0.001}}) == "0bb10c97b7b997aa"
+
+
+@pytest.mark.parametrize("trainer, config", [
+    ("eureka", {"train": {"lr": 0.001}}),
+    ("co\"occurrence", {"model": {"kernel": "gaussian", "width": 64}, "b": [1.5, None, True], "é": "ü"}),
+    ("admin", {}),
+])
+def test_seed_ids_hash_the_same_payload_as_trial_id(trainer: str, config: dict):
+    ids = SeedIds(trainer, config)
+    for seed in (0, 1, 7, 12345, 10**12, -3):
+        assert ids(seed) == trial_id(trainer, seed, config)
+    assert SeedIds("eureka", {"train": {"lr": 0.001}})(3) == "0bb10c97b7b997aa"  # the pinned id

@@ -16,8 +16,9 @@ from orchestrator.store import RunStore
 from tests.conftest import PYTHON, RAY, REPO, write_sweep
 
 
-def record_bytes(run_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in (run_dir / "records").glob("*.json")}
+def record_bytes(run_dir: Path) -> dict[str, list[str]]:
+    """Every record ever written, by trial id: a second record of a trial, or a changed one, shows here."""
+    return RunStore(run_dir).record_history()
 
 
 def test_local_relaunch_runs_nothing_and_extension_runs_only_new_trials(tiny_sweep, tmp_path: Path, capsys):
@@ -61,7 +62,7 @@ def test_second_launch_on_a_held_run_directory_is_refused(tiny_sweep, tmp_path: 
     with store.lock():
         assert main(["launch", str(tiny_sweep()), "--run-dir", str(store.root), "--no-progress"]) == 3
     assert "is in use by another launch" in capsys.readouterr().err
-    assert not store.records_dir.exists()
+    assert not store.results_dir.exists()
 
 
 @pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)])
@@ -142,7 +143,7 @@ def test_sigkill_mid_sweep_then_relaunch_finishes_each_trial_once(tiny_sweep, tm
     finished_before = record_bytes(run_dir)
     store = RunStore(run_dir)
     plan = [p["trial_id"] for p in store.read_plan()]
-    in_flight = {tid for tid in plan if tid not in {n[:-5] for n in finished_before} and store.attempts(tid)}
+    in_flight = {tid for tid in plan if tid not in finished_before and store.attempts(tid)}
     assert 2 <= len(finished_before) < total, f"the kill should land mid-sweep: {len(finished_before)} finished"
 
     status = subprocess.run([PYTHON, "-m", "orchestrator", "status", str(run_dir)], cwd=REPO, env=cli_env,
@@ -155,7 +156,7 @@ def test_sigkill_mid_sweep_then_relaunch_finishes_each_trial_once(tiny_sweep, tm
     assert f"{total} trials, {len(finished_before)} already finished, {total - len(finished_before)} to run" in out
 
     after = record_bytes(run_dir)
-    assert sorted(name[:-5] for name in after) == sorted(plan)  # each expected trial, exactly once
+    assert sorted(after) == sorted(plan) and all(len(texts) == 1 for texts in after.values())  # each trial once
     assert all(after[name] == data for name, data in finished_before.items())  # finished ones not re-run
     trials = pd.read_parquet(run_dir / "trials.parquet")
     assert trials["trial_id"].is_unique and len(trials) == total

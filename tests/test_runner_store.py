@@ -65,7 +65,7 @@ def test_tables_rebuilt_from_records(tmp_path: Path):
     store = RunStore(tmp_path)
     for i, kwargs in enumerate([{}, {"fail_times": 9}, {"diverge_at": 1}]):
         execute_trial(store, spec(f"t{i}", seed=i, **kwargs), "L1")
-    trials, curves = store.rebuild_tables()
+    trials, curve_rows = store.rebuild_tables()
     assert list(trials.columns[: len(CORE_COLUMNS)]) == CORE_COLUMNS
     assert {"train.steps", "train.fail_times", "success.threshold", "final_val_acc", "best_val_acc"} <= set(trials)
     by_id = trials.set_index("trial_id")
@@ -73,7 +73,8 @@ def test_tables_rebuilt_from_records(tmp_path: Path):
     assert by_id.loc["t0", "eureka_step"] == 2 and pd.isna(by_id.loc["t2", "eureka_step"])
     assert pd.isna(by_id.loc["t1", "success"]) and not by_id.loc["t2", "success"]
     assert "planned failure" in by_id.loc["t1", "error"]
-    assert len(curves) == 4 + 0 + 2 and set(curves.columns) == {"trial_id", "step", "val_acc"}
+    curves = pd.read_parquet(store.curves_table)
+    assert curve_rows == len(curves) == 4 + 0 + 2 and set(curves.columns) == {"trial_id", "step", "val_acc"}
     # What was written is what is read back.
     pd.testing.assert_frame_equal(pd.read_parquet(store.trials_table), trials)
 
@@ -123,15 +124,22 @@ def test_pack_that_raises_falls_back_to_one_by_one(tmp_path: Path):
 
 
 def test_a_torn_record_counts_as_unfinished_and_is_rewritten(tmp_path: Path):
-    # What an unsynced record can look like after a machine crash: empty or cut short. Never "finished".
+    # What an unsynced record can look like after a machine crash: cut short in its segment. Never "finished".
     store = RunStore(tmp_path)
     execute_trial(store, spec("done"), "L1")
-    store.records_dir.joinpath("empty.json").write_text("")
-    store.records_dir.joinpath("cut.json").write_text(store.record_path("done").read_text()[:40])
-    assert store.finished_ids() == {"done"}
-    assert store.read_record("empty") is None and store.read_record("cut") is None
-    record = execute_trial(store, spec("cut", seed=1), "L2")
-    assert store.read_record("cut") == record and store.finished_ids() == {"done", "cut"}
+    execute_trial(store, spec("cut", seed=1), "L1")
+    cut_short(store, "cut")
+    fresh = RunStore(tmp_path)
+    assert fresh.finished_ids() == {"done"} and fresh.read_record("cut") is None
+    record = execute_trial(fresh, spec("cut", seed=1), "L2")
+    assert fresh.read_record("cut") == record and RunStore(tmp_path).finished_ids() == {"done", "cut"}
+
+
+def cut_short(store: RunStore, trial_id: str) -> None:
+    """Truncate the segment holding `trial_id`'s record in the middle of that record (and everything after)."""
+    entry = store.finished()[trial_id]
+    with open(store.results_dir / entry.segment, "r+b") as handle:
+        handle.truncate(entry.offset + entry.length // 2)
 
 
 def test_still_to_run_is_the_one_rule_for_what_a_launch_runs(tmp_path: Path):
@@ -147,14 +155,15 @@ def test_still_to_run_is_the_one_rule_for_what_a_launch_runs(tmp_path: Path):
     assert ids(store.still_to_run(trials, "L2", retry_failed=True)) == ["failed", "fresh"]
     assert ids(store.still_to_run(trials, "L1", retry_failed=True)) == ["fresh"]  # L1 wrote it: a restart
     assert ids(store.still_to_run(trials, "L2", elsewhere={"fresh"})) == []
-    store.record_path("done").write_text('{"trial_id": "do')  # torn by a machine crash: not finished
-    assert ids(store.still_to_run(trials, "L2")) == ["done", "fresh"]
+    execute_trial(RunStore(tmp_path), fresh, "L2")  # written by another store (process): seen by this one's index
+    assert ids(store.still_to_run(trials, "L2")) == []
 
-    store.request_stop("L2")
-    assert store.still_to_run(trials, "L2") == [] and store.still_to_run(trials, "L2-r0003") == []  # search rounds
-    assert ids(store.still_to_run(trials, "L3")) == ["done", "fresh"]  # another launch is not stopped
+    store.request_stop("L3")
+    assert store.still_to_run(trials, "L3", retry_failed=True) == []
+    assert store.still_to_run(trials, "L3-r0003", retry_failed=True) == []  # search rounds of a stopped launch
+    assert ids(store.still_to_run(trials, "L4", retry_failed=True)) == ["failed"]  # another launch is not stopped
     store.clear_stop()
-    assert ids(store.still_to_run(trials, "L2")) == ["done", "fresh"]
+    assert ids(store.still_to_run(trials, "L3", retry_failed=True)) == ["failed"]
 
 
 def test_shared_locks_coexist_and_keep_an_exclusive_one_out(tmp_path: Path):

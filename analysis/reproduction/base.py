@@ -87,5 +87,5 @@ def run_size(trials: pd.DataFrame) -> RunSize:
 
 
 def require_trials(run_dir: Path) -> None:
-    if not (run_dir / "trials.parquet").is_file() and not (run_dir / "records").is_dir():
-        raise RunMissingError(f"{run_dir}: no trials.parquet or records/; run the study's sweep first")
+    if not any((run_dir / name).exists() for name in ("trials.parquet", "results", "records")):
+        raise RunMissingError(f"{run_dir}: no trials.parquet, results/ or records/; run the study's sweep first")

@@ -34,11 +34,12 @@ from orchestrator.progress import Progress
 from orchestrator.records import TrialRecord
 from orchestrator.runner import error_tail, failed_record, run_still_to_run, seed_packs
 from orchestrator.store import RunStore, now_iso
+from orchestrator.tables import BackgroundRefresh
 
 if TYPE_CHECKING:
     from orchestrator.spec import BackendConfig
 
-TABLE_REFRESH_S = 60.0  # how often the driver rebuilds the parquet tables while a sweep runs
+TABLE_REFRESH_S = 60.0  # the least time between two refreshes of the parquet tables while a sweep runs
 REPORT_EVERY_S = 0.5  # how often a worker tells the driver (progress bar) which trials it finished
 BATCH_DIVISOR = 8  # a worker takes at most 1/8 of its share of the remaining queue at a time
 LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
@@ -197,7 +198,7 @@ def _progress_callback(store: RunStore, launch_id: str, progress: Progress, queu
         """Driver side: count finished trials, refresh the tables, record the trial a dead worker held."""
 
         def __init__(self) -> None:
-            self._last_refresh = time.monotonic()
+            self.tables = BackgroundRefresh(store.root, min_interval_s=TABLE_REFRESH_S)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             for status in result.get("trial_statuses", ()):
@@ -215,9 +216,10 @@ def _progress_callback(store: RunStore, launch_id: str, progress: Progress, queu
                 progress.trial_finished(record.status)
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-            if time.monotonic() - self._last_refresh > TABLE_REFRESH_S:
-                store.rebuild_tables()
-                self._last_refresh = time.monotonic()
+            self.tables.poke()  # in a child process, and never more than 2% of the time
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            self.tables.close()  # the launch refreshes once more when the sweep ends
 
     return ProgressCallback()
 

@@ -119,7 +119,7 @@ def _search(args: argparse.Namespace, spec: SearchSpec, run_dir: Path, storage_r
         start = time.monotonic()
         with backend.session():
             result = run.run()
-        store.rebuild_tables()
+        store.refresh_tables()
         summary = report.write_report(study, meta, search_dir)
     told = result.told
     print(f"this worker: {told['complete']} configurations complete, {told['pruned']} pruned, {result.seeds_run} "

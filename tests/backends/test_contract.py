@@ -112,7 +112,11 @@ def launched(target: Target, sweep: Path, run_dir: Path, *extra: str) -> str:
 
 
 def record_texts(run_dir: Path) -> dict[str, str]:
-    return {p.stem: p.read_text() for p in (run_dir / "records").glob("*.json")}
+    """The text of each trial's record; a trial recorded twice fails here."""
+    history = RunStore(run_dir).record_history()
+    twice = [tid for tid, texts in history.items() if len(texts) > 1]
+    assert not twice, f"recorded more than once: {twice}"
+    return {tid: texts[0] for tid, texts in history.items()}
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 180.0) -> None:
@@ -186,7 +190,7 @@ def test_cancel_starts_no_new_trial_keeps_every_record_and_a_relaunch_resumes(ta
     gate = tmp_path / "gate"
     sweep, run_dir = sweep_file(tmp_path, target, seeds=3, gate=str(gate)), tmp_path / "run"
     process = launch(target, sweep, run_dir)
-    started = lambda: {p.parent.name for p in (run_dir / "trials").glob("*/attempts.jsonl")}  # noqa: E731
+    started = lambda: {p.stem for p in (run_dir / "attempts").glob("*.jsonl")}  # noqa: E731
     wait_for(lambda: started() or process.poll() is not None, "the first trial to start")
     cancel = subprocess.run([PYTHON, "-m", "orchestrator", "cancel", str(run_dir)], cwd=REPO, env=target.env,
                             capture_output=True, text=True, timeout=120)

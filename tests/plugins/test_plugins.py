@@ -176,10 +176,10 @@ def test_a_plugin_trial_killed_mid_run_resumes_from_its_checkpoint_to_the_uninte
         if child.poll() is None:
             child.kill()
     saved_step = load_checkpoint(checkpoint.parent)["step"]
-    assert 100 <= saved_step < 3000 and not (run_dir / "records" / f"{trial.trial_id}.json").exists()
+    assert 100 <= saved_step < 3000 and trial.trial_id not in RunStore(run_dir).finished_ids()
     launch(EXAMPLE, run_dir, cli_env, *slow)
     launch(EXAMPLE, tmp_path / "uninterrupted", cli_env, *slow)
-    resumed, reference_record = (json.loads((d / "records" / f"{trial.trial_id}.json").read_text())
+    resumed, reference_record = (json.loads(RunStore(d).read_record(trial.trial_id).to_json())
                                  for d in (run_dir, tmp_path / "uninterrupted"))
     assert resumed["attempt"] == 2
     assert resumed["curve"] == reference_record["curve"]  # bitwise: the same code path on the same machine

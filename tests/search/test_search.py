@@ -141,20 +141,20 @@ def test_search_status(searched, capsys):
 def test_rerun_continues_the_study_and_trains_nothing_twice(searched, capsys):
     path, run_dir, _ = searched
     store = RunStore(run_dir)
-    before = {p.name: p.read_bytes() for p in store.records_dir.glob("*.json")}
+    before = store.record_history()
     study = load_study(run_dir)
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     assert main(["search", str(path), "--run-dir", str(run_dir), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"continuing study robust-test: {N_CONFIGS - pruned} complete, {pruned} pruned, 0 running" in out
     assert "this worker: 0 configurations complete, 0 pruned, 0 seed trainings" in out
-    assert {p.name: p.read_bytes() for p in store.records_dir.glob("*.json")} == before
+    assert store.record_history() == before
     # a larger budget adds configurations to the same study
     assert main(["search", str(path), "--run-dir", str(run_dir), "--no-progress", "--set",
                  "search.n_configs=33"]) == 0
     study = load_study(run_dir)
     assert sum(t.state.is_finished() for t in study.trials) == 33
-    after = {p.name: p.read_bytes() for p in store.records_dir.glob("*.json")}
+    after = store.record_history()
     assert all(after[name] == data for name, data in before.items()) and len(after) > len(before)
 
 
@@ -234,5 +234,5 @@ def test_a_sampled_config_its_validate_refuses_is_pruned_untrained_and_the_searc
     assert all(t.params["train.warmup_steps"] >= 100 and t.state.name == "PRUNED" for t in invalid)
     assert all(t.params["train.warmup_steps"] < 100 and t.state.name == "COMPLETE" for t in valid)
     assert "warmup_steps" in invalid[0].user_attrs["invalid"] and "pruned untrained" in out.getvalue()
-    recorded = {p.stem for p in (run_dir / "records").glob("*.json")}
+    recorded = RunStore(run_dir).finished_ids()
     assert len(recorded) == 4 * len(valid)  # the refused ones trained nothing

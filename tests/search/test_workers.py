@@ -68,7 +68,7 @@ def test_sigkill_mid_search_then_rerun_continues_the_study(tmp_path: Path, cli_e
               if t.state == State.RUNNING]
     finished_before = [t.number for t in optuna.load_study(study_name="robust-test", storage=storage).trials
                        if t.state.is_finished()]
-    records_before = {p.name: p.read_bytes() for p in store.records_dir.glob("*.json")}
+    records_before = store.record_history()
     assert killed and 3 <= len(finished_before) < 10
     time.sleep(3)  # past the grace period: the killed worker's heartbeats have stopped
 
@@ -95,10 +95,10 @@ def test_sigkill_mid_search_then_rerun_continues_the_study(tmp_path: Path, cli_e
     assert states.count(State.RUNNING) == states.count(State.WAITING) == 0
     # no duplicate evaluations: records written before the kill are untouched and were not trained again; only a
     # seed in training at the kill (no record yet) was started twice
-    after = {p.name: p.read_bytes() for p in store.records_dir.glob("*.json")}
-    assert all(after[name] == data for name, data in records_before.items())
-    attempts = {r.trial_id: len(store.attempts(r.trial_id)) for r in store.iter_records()}
-    assert all(attempts[name.removesuffix(".json")] == 1 for name in records_before)
+    after = RunStore(run_dir).record_history()
+    assert all(after[name] == texts and len(texts) == 1 for name, texts in records_before.items())
+    attempts = {r.trial_id: len(store.attempts(r.trial_id)) for r in RunStore(run_dir).iter_records()}
+    assert all(attempts[name] == 1 for name in records_before)
     assert set(attempts.values()) <= {1, 2} and sum(a == 2 for a in attempts.values()) <= len(killed)
     check_values_against_records(study, store, 4)
     assert "search/summary.md" in rerun.stdout.replace(str(run_dir) + "/", "")
@@ -144,7 +144,7 @@ def test_two_workers_share_a_postgresql_study_without_losing_or_repeating_work(t
     records = list(store.iter_records())
     assert len(records) == sum(t.user_attrs["seeds_done"] for t in evaluated)  # nothing lost, nothing shared
     assert {r.trial_id for r in records} == {tid for t in evaluated for tid in t.user_attrs["trial_ids"]
-                                             if (store.record_path(tid)).exists()}
+                                             if tid in store.finished_ids()}
     assert all(len(store.attempts(r.trial_id)) == 1 for r in records)  # nothing trained twice
     check_values_against_records(study, store, 4)
     # search.json keeps either the masked URL or env:SEARCH_DB (whichever worker wrote last): neither reopens the

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.store import RunStore
 from tests.conftest import TINY_CONFIG, write_sweep
 from tests.slurm_cluster import MAX_ARRAY_SIZE, PARTITION, LocalCluster  # noqa: F401  (used by the tests here)
 
@@ -44,7 +45,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 180.0,
 
 
 def records(run_dir: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in (run_dir / "records").glob("*.json")}
+    return {tid: json.loads(record.to_json()) for tid, record in RunStore(run_dir).records().items()}
 
 
 def submissions(run_dir: Path) -> list[dict]:

@@ -16,6 +16,7 @@ from orchestrator.api import TrialContext
 from orchestrator.backends import get_backend
 from orchestrator.cli import main
 from orchestrator.spec import load_spec
+from orchestrator.store import RunStore
 from tests.conftest import TINY_CONFIG, write_sweep
 from tests.slurm.checkpoint_trainer import TRAINER as CHECKPOINT_TRAINER
 from tests.slurm.conftest import (
@@ -168,7 +169,7 @@ def test_relaunch_skips_finished_and_queued_trials_and_resubmits_lost_ones(slurm
 
     wait_for(lambda: len(records(run_dir)) == 5, "all 5 trials to have records", timeout_s=240)
     for trial_id in trials_by_seed.values():  # each trial ran exactly once
-        attempts = (run_dir / "trials" / trial_id / "attempts.jsonl").read_text().splitlines()
+        attempts = RunStore(run_dir).attempts(trial_id)
         assert len(attempts) == 1, (trial_id, attempts)
 
     assert launch(extended, run_dir) == 0  # everything finished: nothing to submit
@@ -205,15 +206,15 @@ def test_interrupted_task_requeues_and_resumes_the_trial_in_flight(slurm_cluster
             return False
 
     wait_for(lambda: in_flight_at_step(4), f"trial {interrupted} to checkpoint mid-run", timeout_s=120)
-    first_record = (run_dir / "records" / f"{first}.json").read_bytes()
+    first_record = RunStore(run_dir).record_history()[first]
     _interrupt(task, how)
     wait_for(lambda: not job_state(task).startswith("RUNNING"), f"{task} to stop running", timeout_s=60)
     start_now_if_held_back(task)
 
     wait_for(lambda: len(records(run_dir)) == 3, "all 3 trials to have records", timeout_s=240)
     done = records(run_dir)
-    assert (run_dir / "records" / f"{first}.json").read_bytes() == first_record  # finished before: not redone
-    attempts = {tid: len((run_dir / "trials" / tid / "attempts.jsonl").read_text().splitlines()) for tid in done}
+    assert RunStore(run_dir).record_history()[first] == first_record  # finished before: not redone
+    attempts = {tid: len(RunStore(run_dir).attempts(tid)) for tid in done}
     assert attempts[first] == 1 and attempts[interrupted] == 2 and sum(attempts.values()) == 4
     assert done[interrupted]["attempt"] == 2
     resumed_from = done[interrupted]["extra"]["resumed_from_step"]

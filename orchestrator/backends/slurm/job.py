@@ -14,12 +14,9 @@ from typing import Any
 
 import submitit
 
-from orchestrator.files import flocked
 from orchestrator.identity import TrialSpec
 from orchestrator.runner import run_still_to_run, seed_packs
 from orchestrator.store import RunStore
-
-TABLES_LOCK = "slurm/tables.lock"
 
 
 class TrialChunk(submitit.helpers.Checkpointable):
@@ -60,10 +57,10 @@ class TrialChunk(submitit.helpers.Checkpointable):
 def rebuild_tables_if_plan_finished(store: RunStore) -> None:
     """The task that finishes a sweep refreshes trials.parquet and curves.parquet, as a blocking launch does.
 
-    Several tasks can finish last at about the same time: a lock file serialises their rebuilds.
+    Several tasks can finish last at about the same time: the refresh's own lock serialises them, and the later
+    ones find little or nothing new to read.
     """
     planned = {entry["trial_id"] for entry in store.read_plan()}
     if not planned or not planned <= store.finished_ids():
         return
-    with flocked(store.root / TABLES_LOCK):
-        store.rebuild_tables()
+    store.refresh_tables()

@@ -1,0 +1,214 @@
+"""The results/ layout: crash windows of the two appends, SIGKILL mid-write, the winner rule, incremental tables,
+and a run directory written by main before this layout (tests/data/legacy_run), read, relaunched into, migrated."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import trainers
+from orchestrator import tables
+from orchestrator.cli import main
+from orchestrator.runner import execute_trial
+from orchestrator.store import RunStore
+from orchestrator.tables import BackgroundRefresh
+from tests.conftest import REPO
+from tests.test_runner_store import spec
+
+LEGACY_RUN = REPO / "tests" / "data" / "legacy_run"
+LEGACY_SWEEP = REPO / "tests" / "data" / "legacy_sweep.yaml"
+
+
+@pytest.fixture(autouse=True)
+def fake_trainer(monkeypatch):
+    monkeypatch.setitem(trainers.REGISTRY, "fake", "tests.fake_trainers:TRAINER")
+
+
+def only_segment(store: RunStore) -> tuple[Path, Path]:
+    (segment,) = store.results_dir.glob("*.jsonl")
+    return segment, segment.with_suffix(".idx")
+
+
+def test_a_record_whose_index_line_was_never_written_is_finished(tmp_path: Path):
+    # Killed between the record's append and its index line's: the record is whole, so the trial is finished.
+    store = RunStore(tmp_path)
+    records = [execute_trial(store, spec(f"t{i}", seed=i), "L1") for i in range(3)]
+    _, index = only_segment(store)
+    lines = index.read_text().splitlines(keepends=True)
+    index.write_text(lines[0] + lines[1][:7])  # the third line lost, the second torn
+    fresh = RunStore(tmp_path)
+    assert fresh.finished_ids() == {"t0", "t1", "t2"}
+    assert [fresh.read_record(r.trial_id) for r in records] == records
+
+
+def test_an_index_line_whose_record_did_not_reach_the_disk_is_not_finished(tmp_path: Path):
+    store = RunStore(tmp_path)
+    for i in range(3):
+        execute_trial(store, spec(f"t{i}", seed=i), "L1")
+    segment, _ = only_segment(store)
+    entry = store.finished()["t2"]
+    with open(segment, "r+b") as handle:  # the index survived the crash; the last record's bytes did not
+        handle.truncate(entry.offset + 10)
+    fresh = RunStore(tmp_path)
+    assert fresh.finished_ids() == {"t0", "t1"}
+    assert [t.trial_id for t in fresh.still_to_run([spec(f"t{i}") for i in range(3)], "L2")] == ["t2"]
+
+
+WRITER = """
+import sys
+from orchestrator.records import TrialRecord
+from orchestrator.store import RunStore
+store = RunStore(sys.argv[1])
+big = {"metrics": {"m": [0.5] * 20000}, "steps": list(range(20000))}  # ~250 KB a record: a wide write window
+for i in range(100000):
+    store.write_record(TrialRecord(f"t{i:06d}", "fake", i, {}, "completed", True, 1, 1, 0.1, "h", 1, "L1", "a", "b",
+                                   curve=big))
+    if i == 3:
+        print("writing", flush=True)
+"""
+
+
+def test_sigkill_mid_write_leaves_whole_records_and_a_consistent_index(tmp_path: Path):
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout is not None and process.stdout.readline() == "writing\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    store = RunStore(tmp_path)
+    finished = sorted(store.finished_ids())
+    assert len(finished) >= 4 and finished == [f"t{i:06d}" for i in range(len(finished))]  # a prefix: none lost
+    history = store.record_history()
+    assert sorted(history) == finished and all(len(texts) == 1 for texts in history.values())
+    assert all(store.read_record(tid).seed == int(tid[1:]) for tid in finished)
+    segment, index = only_segment(store)
+    indexed = len(index.read_text().splitlines())
+    assert indexed in (len(finished), len(finished) - 1)  # at most the last record lacks its index line
+    assert segment.stat().st_size >= store.finished()[finished[-1]].offset  # and the cut record, if any, is torn
+
+
+def test_a_retried_failure_is_replaced_in_the_finished_set_and_in_both_tables(tmp_path: Path):
+    store = RunStore(tmp_path)
+    execute_trial(store, spec("a"), "L1")
+    execute_trial(store, spec("b", fail_times=9), "L1")
+    trials, _ = store.refresh_tables()
+    assert dict(zip(trials["trial_id"], trials["status"], strict=True)) == {"a": "completed", "b": "failed"}
+    (retry,) = store.still_to_run([spec("a"), spec("b")], "L2", retry_failed=True)
+    execute_trial(store, retry, "L2")
+    assert store.finished()["b"].status == "completed" and len(store.record_history()["b"]) == 2
+    trials, curve_rows = store.refresh_tables()
+    assert sorted(zip(trials["trial_id"], trials["status"], strict=True)) == [("a", "completed"), ("b", "completed")]
+    curves = pd.read_parquet(store.curves_table)
+    assert curve_rows == len(curves) == 8 and curves.groupby("trial_id").size().to_dict() == {"a": 4, "b": 4}
+    # a later failure of a finished trial (a race) never replaces its result
+    execute_trial(store, spec("a", fail_times=9), "L3")
+    assert store.finished()["a"].status == "completed"
+
+
+def test_an_incremental_refresh_reads_only_new_records_and_equals_a_rebuild(tmp_path: Path, monkeypatch):
+    store = RunStore(tmp_path)
+    for i in range(6):
+        execute_trial(store, spec(f"t{i}", seed=i, diverge_at=2 if i == 4 else 0), "L1")
+    store.refresh_tables()
+    execute_trial(RunStore(tmp_path), spec("other-process", seed=9), "L1")  # another writer: another segment
+    for i in range(6, 9):
+        execute_trial(store, spec(f"t{i}", seed=i), "L1")
+    read: list[str] = []
+    record_at = RunStore.record_at
+    monkeypatch.setattr(RunStore, "record_at", lambda self, tid, entry: read.append(tid) or record_at(self, tid, entry))
+    trials, _ = RunStore(tmp_path).refresh_tables()
+    assert sorted(read) == ["other-process", "t6", "t7", "t8"]
+    curves = pd.read_parquet(store.curves_table)
+    rebuilt, _ = RunStore(tmp_path).rebuild_tables()
+    by_id = lambda frame: frame.sort_values(["trial_id"]).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(by_id(trials), by_id(rebuilt))
+    pd.testing.assert_frame_equal(curves.sort_values(["trial_id", "step"]).reset_index(drop=True),
+                                  pd.read_parquet(store.curves_table).sort_values(["trial_id", "step"])
+                                  .reset_index(drop=True))
+    assert len(trials) == 10 and len(curves) == 9 * 4 + 3
+
+
+def test_tables_whose_read_offsets_disagree_are_rebuilt(tmp_path: Path, monkeypatch):
+    # A crash between the two tables' renames: curves.parquet is ahead of trials.parquet.
+    store = RunStore(tmp_path)
+    execute_trial(store, spec("a"), "L1")
+    store.refresh_tables()
+    before = pd.read_parquet(store.curves_table)
+    execute_trial(store, spec("b", seed=1), "L1")
+    monkeypatch.setattr(tables, "_write_trials", lambda *args: None)
+    RunStore(tmp_path).refresh_tables()  # curves written, trials not
+    assert len(pd.read_parquet(store.curves_table)) == 2 * len(before)
+    monkeypatch.undo()
+    assert tables.committed_state(store) is None
+    trials, rows = RunStore(tmp_path).refresh_tables()
+    assert sorted(trials["trial_id"]) == ["a", "b"] and rows == len(pd.read_parquet(store.curves_table)) == 8
+
+
+def test_background_refresh_runs_off_the_caller_and_spaces_itself(tmp_path: Path):
+    store = RunStore(tmp_path)
+    execute_trial(store, spec("a"), "L1")
+    refresher = BackgroundRefresh(tmp_path, min_interval_s=0.0, max_share=1e-6)
+    refresher.poke()
+    refresher.close()
+    assert (refresher.refreshes, refresher.failures) == (1, 0) and refresher.busy_s > 0
+    assert list(pd.read_parquet(store.trials_table)["trial_id"]) == ["a"]
+    execute_trial(store, spec("b", seed=1), "L1")
+    refresher.poke()  # the next is due only busy_s / 1e-6 after the last: not now
+    refresher.close()
+    assert refresher.refreshes == 1 and list(pd.read_parquet(store.trials_table)["trial_id"]) == ["a"]
+
+
+# ---- a run directory from before results/ -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def legacy_run(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "legacy"
+    shutil.copytree(LEGACY_RUN, run_dir)
+    return run_dir
+
+
+def test_a_legacy_run_directory_is_read_relaunched_into_and_migrated(legacy_run: Path, capsys):
+    legacy_ids = {p.stem for p in (legacy_run / "records").glob("*.json")}
+    legacy_records = {tid: json.loads((legacy_run / "records" / f"{tid}.json").read_text()) for tid in legacy_ids}
+    old_trials = pd.read_parquet(legacy_run / "trials.parquet")
+    store = RunStore(legacy_run)
+    assert len(legacy_ids) == 4 and store.finished_ids() == legacy_ids
+    assert {tid: json.loads(r.to_json()) for tid, r in store.records().items()} == legacy_records
+    assert all(len(store.attempts(tid)) == 1 for tid in legacy_ids)
+
+    assert main(["status", str(legacy_run)]) == 0
+    assert "4 trials: 4 completed, 0 diverged, 0 failed" in capsys.readouterr().out
+    assert main(["launch", str(LEGACY_SWEEP), "--run-dir", str(legacy_run), "--no-progress"]) == 0
+    assert "4 trials, 4 already finished, 0 to run" in capsys.readouterr().out  # the same ids: nothing re-runs
+
+    assert main(["migrate", str(legacy_run)]) == 0
+    assert "4 records moved from records/ into results/" in capsys.readouterr().out
+    assert not (legacy_run / "records").exists() and not list((legacy_run / "trials").glob("*/attempts.jsonl"))
+    migrated = RunStore(legacy_run)
+    assert {tid: json.loads(r.to_json()) for tid, r in migrated.records().items()} == legacy_records
+    assert all(len(migrated.attempts(tid)) == 1 for tid in legacy_ids)
+    new_trials = pd.read_parquet(legacy_run / "trials.parquet")
+    key = lambda frame: frame.sort_values("trial_id").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(key(new_trials)[list(old_trials.columns)], key(old_trials))
+    assert main(["migrate", str(legacy_run)]) == 0  # again: nothing to move, nothing lost
+    assert "0 records moved" in capsys.readouterr().out and RunStore(legacy_run).finished_ids() == legacy_ids
+
+    assert main(["launch", str(LEGACY_SWEEP), "--run-dir", str(legacy_run), "--no-progress"]) == 0
+    assert "4 trials, 4 already finished, 0 to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["tables", "migrate", "analyze"])
+def test_commands_on_a_folder_without_records_say_so_in_one_line(tmp_path: Path, command: str, capsys):
+    assert main([command, str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path}: no results/ or records/; not a run directory\n"
+    assert not (tmp_path / "trials.parquet").exists()
