@@ -1,7 +1,8 @@
-"""The result record: one JSON file per finished trial, and how records flatten into the parquet tables.
+"""The result record: one JSON line per finished trial in a results/ segment, and how records flatten into the
+parquet tables.
 
 This module is the single definition of the record schema and of the table columns derived from it; the store
-writes records, the tables are rebuilt from them, and the analysis package reads the tables.
+writes records, the tables are refreshed from them, and the analysis package reads the tables.
 """
 
 from __future__ import annotations

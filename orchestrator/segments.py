@@ -59,18 +59,6 @@ def index_line(trial_id: str, status: str, success: bool | None, launch_id: str,
     return f"{trial_id}\t{status}\t{flag}\t{launch_id}\t{offset}\t{length}\n"
 
 
-def parse_index_line(line: str, segment: str) -> tuple[str, Entry] | None:
-    parts = line.split("\t")
-    if len(parts) != 6:
-        return None
-    trial_id, status, flag, launch_id, offset, length = parts
-    try:
-        entry = Entry(status, _SUCCESS[flag], launch_id, segment, int(offset), int(length))
-    except (KeyError, ValueError):
-        return None
-    return trial_id, entry
-
-
 _SUCCESS = {"-": None, "1": True, "0": False}
 _new_entry = tuple.__new__  # Entry's fields in order, without NamedTuple's keyword-handling constructor
 
@@ -202,7 +190,8 @@ class FinishedIndex:
         except FileNotFoundError:
             return
         entries, known_end, floor = self.entries, state.known_end, state.floor
-        # The hot loop of every finished-set read (a line per trial): parse_index_line and offer, inlined.
+        # The one parser of index lines (`index_line` writes them), inlined with `offer`: this loop runs once
+        # per trial on every finished-set read.
         for line in self._new_index_lines(name, state):
             parts = line.split("\t")
             if len(parts) != 6:
