@@ -30,19 +30,58 @@ def load_run(
     trial_columns: Sequence[str] | None = None,
     curve_columns: Sequence[str] | None = None,
     rebuild: bool = False,
+    running: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load (trials, curves) of a run.
 
     `trial_columns` / `curve_columns` restrict what is read (`trial_id`, and `step` for curves, are always
     included); None reads every column. With `rebuild=True`, or when the tables are missing, the tables are first
     rebuilt from the run's records through `orchestrator.store.RunStore` when that package is importable.
+
+    With `running=True`, trials that have no record yet but have reported evals (`trials/<id>/progress.jsonl`) are
+    added: a trials row each with status "running", its seed, its axis values and `steps_run` = its latest step,
+    and their partial curves; both tables then have a boolean `running` column. Finished trials come from their
+    records only, as always.
     """
     run_dir = Path(run_dir)
     if rebuild or not tables_exist(run_dir):
         rebuild_tables_if_possible(run_dir)
     trials = read_trials(run_dir, trial_columns)
     curves = read_curves(run_dir, curve_columns)
+    if running:
+        live_trials, live_curves = read_running(run_dir)
+        trials = pd.concat([trials.assign(running=False), live_trials], ignore_index=True)
+        curves = pd.concat([curves.assign(running=False), live_curves], ignore_index=True)
+        if curve_columns is not None:
+            curves = curves[[c for c in curves.columns if c in {*curve_columns, "trial_id", "step", "running"}]]
+        if trial_columns is not None:
+            trials = trials[[c for c in trials.columns if c in {*trial_columns, "trial_id", "running"}]]
     return trials, curves
+
+
+def read_running(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, curves) of the trials still running: what their progress files hold (see `load_run`)."""
+    from orchestrator.store import RunStore
+    from orchestrator.trial_io import read_progress
+
+    store = RunStore(run_dir)
+    plan = {p["trial_id"]: p for p in store.read_plan()}
+    trial_rows, curve_rows = [], []
+    for trial_id, path in sorted(store.unfinished_progress().items()):
+        by_step: dict[int, dict] = {}
+        for line in read_progress(path):  # a step before the last: the trial went back (resumed, restarted)
+            for later in [s for s in by_step if s > line["step"]]:
+                del by_step[later]
+            by_step[line["step"]] = line
+        if not by_step:
+            continue
+        planned = plan.get(trial_id, {})
+        trial_rows.append({"trial_id": trial_id, "seed": planned.get("seed"), "status": "running",
+                           "steps_run": max(by_step), **planned.get("params", {}), "running": True})
+        for step in sorted(by_step):
+            metrics = {k: v for k, v in by_step[step].items() if k not in ("step", "attempt", "time")}
+            curve_rows.append({"trial_id": trial_id, "step": step, **metrics, "running": True})
+    return pd.DataFrame(trial_rows), pd.DataFrame(curve_rows)
 
 
 def tables_exist(run_dir: Path) -> bool:

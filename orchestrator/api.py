@@ -29,6 +29,7 @@ from orchestrator.trial import (
     Outcome,
     TrainResult,
     TrialContext,
+    TrialLog,
     TrialStatus,
     best_and_final,
     decided,
@@ -196,7 +197,13 @@ class LoopTrainer:
 
 class Trainer(Protocol):
     """What every trainer has (a `LoopTrainer` gets `run` from the shared loop). `version`, when a trainer declares
-    it, enters every trial id of the trainer (orchestrator/plugins.py)."""
+    it, enters every trial id of the trainer (orchestrator/plugins.py).
+
+    A trainer whose schema is declared by the sweep file itself (the command trainer, trainers/command.py, reads
+    its program's hyperparameters and metrics from `config`) also has `bind(config: dict) -> Trainer`: the
+    trainer, with its `config_class` and `metric_directions`, for that (plain, partial or full) config. The
+    orchestrator calls it wherever it reads a config: on parsing the sweep file and on every worker.
+    """
 
     name: str
     config_class: type  # the root dataclass of the schema
@@ -222,7 +229,8 @@ class PackTrainer(Protocol):
 
 __all__ = [
     "STOPPED_WHEN_DECIDED", "ConfigError", "Curve", "Device", "Direction", "Dtype", "LoopTrainer", "Outcome",
-    "PackTrainer", "SuccessConfig", "TrainResult", "TrainSection", "Trainer", "TrialContext", "TrialStatus",
+    "PackTrainer", "SuccessConfig", "TrainResult", "TrainSection", "Trainer", "TrialContext", "TrialLog",
+    "TrialStatus",
     "best_and_final", "decided", "device_param", "dtype_param", "judge", "param", "resolve_device", "resolve_dtype",
     "section", "to_device",
 ]

@@ -26,6 +26,7 @@ from orchestrator.identity import TrialSpec
 from orchestrator.segments import Entry
 from orchestrator.spec import MAX_TRIALS, SweepSpec, load_spec
 from orchestrator.store import RunLockedError, RunStore, now_iso
+from orchestrator.trial_io import last_progress
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
 DRY_RUN_EXAMPLES = 3
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts by state, ETA, failures with their error tails")
     status.add_argument("run_dir", type=Path)
     status.set_defaults(command=cmd_status)
+
+    logs = commands.add_parser("logs", help="print a trial's log: everything it wrote, every attempt, and the "
+                                            "traceback of a failure")
+    logs.add_argument("run_dir", type=Path)
+    logs.add_argument("trial", metavar="TRIAL_ID_PREFIX", help="the trial's id or its first characters")
+    logs.set_defaults(command=cmd_logs)
 
     cancel = commands.add_parser("cancel", help="stop a sweep: no new trial starts (running ones finish and are "
                                                 "recorded) and queued cluster jobs are cancelled; relaunch resumes")
@@ -228,15 +235,65 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"to finish: python -m orchestrator launch {launch['sweep']} --run-dir {args.run_dir}")
     for line in backend.status_lines(store, launch):
         print(line)
+    _print_running(store, in_flight)
     failed = [(tid, entry) for tid, entry in finished.items() if entry.status == "failed"]
     for trial_id, entry in failed[:10]:
         record = store.record_at(trial_id, entry)
         if record is not None:
-            tail = " | ".join((record.error or "").strip().splitlines()[-2:])
-            print(f"  failed {record.trial_id} seed={record.seed} attempt={record.attempt}: {tail}")
+            last = ((record.error or "").strip().splitlines() or [""])[-1]
+            print(f"  failed {record.trial_id} seed={record.seed} attempt={record.attempt}: {last}")
+            if store.log_path(trial_id).exists():
+                print(f"    log: {store.log_path(trial_id)}")
     if len(failed) > 10:
         print(f"  ... and {len(failed) - 10} more failed (trials.parquet has each error)")
+    if failed:
+        print(f"a trial's whole output: python -m orchestrator logs {args.run_dir} TRIAL_ID")
     return EXIT_OK
+
+
+# ---- logs -------------------------------------------------------------------------------------------------------
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    store = RunStore(args.run_dir)
+    if store.read_launch() is None:
+        print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    known = {p["trial_id"] for p in store.read_plan()} | set(store.finished())
+    matches = sorted(tid for tid in known if tid.startswith(args.trial))
+    if len(matches) != 1:
+        found = f"{len(matches)} trials: {', '.join(matches[:5])}{' ...' if len(matches) > 5 else ''}" if matches \
+            else "none"
+        print(f"error: {args.run_dir}: trial id prefix {args.trial!r} matches {found}; give one trial's id (see "
+              f"trials.parquet or status)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    (trial_id,) = matches
+    log = store.log_path(trial_id)
+    if log.exists():
+        sys.stdout.write(log.read_text(errors="replace"))
+    else:
+        print(f"trial {trial_id} has written no output ({log} does not exist)")
+    record = store.read_record(trial_id)
+    if record is not None and record.error and not log.exists():  # a worker that died before it could write
+        print(record.error)
+    return EXIT_OK
+
+
+def _print_running(store: RunStore, in_flight: set[str], shown: int = 10) -> None:
+    """The latest eval each running trial has reported (its progress.jsonl), most recent first."""
+    latest = {tid: last for tid, path in store.unfinished_progress().items()
+              if tid in in_flight and (last := last_progress(path)) is not None}
+    if not latest:
+        return
+    plan = {p["trial_id"]: p for p in store.read_plan() if p["trial_id"] in latest}
+    print(f"{len(latest)} running trials have reported evals (latest first):")
+    for tid, last in sorted(latest.items(), key=lambda item: -item[1].get("time", 0))[:shown]:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in last.items() if k not in ("step", "attempt", "time"))
+        params = " ".join(f"{k}={v}" for k, v in plan.get(tid, {}).get("params", {}).items())
+        age = time.time() - last.get("time", time.time())
+        print(f"  {tid} {params}: step {last['step']} {metrics} ({age:.0f}s ago, attempt {last.get('attempt')})")
+    if len(latest) > shown:
+        print(f"  ... and {len(latest) - shown} more")
 
 
 def _eta_line(finished: Iterable[Entry], launch: dict, remaining: int) -> str:

@@ -79,6 +79,14 @@ def get_trainer(name: str) -> Trainer:
     return load(reference(name))
 
 
+def trainer_for(ref: str, config: dict[str, Any] | None) -> Trainer:
+    """The trainer that runs `config`: the named trainer, bound to the config when its schema comes from the
+    sweep file (a trainer with `bind`, orchestrator.api.Trainer)."""
+    trainer = get_trainer(ref)
+    bind = getattr(trainer, "bind", None)
+    return bind(config or {}) if bind is not None else trainer
+
+
 def identity_name(ref: str, trainer: Trainer) -> str:
     """What the trial id hashes for the trainer: its reference, and its declared version when it has one."""
     version = getattr(trainer, "version", None)

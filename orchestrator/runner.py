@@ -2,26 +2,37 @@
 
 An exception inside the trainer is retried up to `max_retries` times, then recorded as `failed` with the tail of
 its traceback; the sweep goes on. A process killed mid-trial writes nothing, so the trial is simply re-run by the
-next launch (resuming from the trainer's checkpoint when it keeps one).
+next launch (resuming from the trainer's checkpoint when it keeps one). While an attempt runs, its output goes to
+the trial's log and its evals to progress.jsonl (orchestrator/trial_io.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 from orchestrator import schema
 from orchestrator.api import PackTrainer, Trainer, TrainResult, TrialContext, best_and_final, judge
 from orchestrator.identity import TrialSpec, canonical_json
-from orchestrator.plugins import get_trainer
+from orchestrator.plugins import get_trainer, trainer_for
 from orchestrator.records import TrialRecord
 from orchestrator.store import RunStore, now_iso
+from orchestrator.trial import TrialLog
+from orchestrator.trial_io import (
+    ProgressFile,
+    StepProgress,
+    Tee,
+    captured,
+    clear_progress,
+    open_log,
+    total_steps,
+)
 
 ERROR_TAIL_LINES = 25
-Reporter = Callable[[int, dict[str, float]], None]
 
 
 def execute_trial(
@@ -31,28 +42,49 @@ def execute_trial(
     *,
     max_retries: int = 0,
     num_threads: int = 1,
-    report: Reporter | None = None,
+    on_progress: StepProgress | None = None,
 ) -> TrialRecord:
-    trainer = get_trainer(trial.trainer)
+    trainer = trainer_for(trial.trainer, trial.config)
     config = schema.build(trainer.config_class, trial.config)
-    context = TrialContext(workdir=store.trial_dir(trial.trial_id), num_threads=num_threads,
-                           report=report or (lambda step, metrics: None))
     for retry in range(max_retries + 1):
         attempt = store.mark_started(trial.trial_id, launch_id)
         started_at, start = now_iso(), time.perf_counter()
-        try:
-            result = trainer.run(config, trial.seed, context)
-        except Exception:  # a trainer bug must not stop the sweep: it is recorded
-            if retry < max_retries:
-                continue
-            record = failed_record(trial, launch_id, error_tail(traceback.format_exc()), attempt, started_at,
-                                   time.perf_counter() - start)
-        else:
-            record = _result_record(trial, launch_id, attempt, started_at, time.perf_counter() - start, result,
-                                    trainer, config)
-        store.write_record(record)
+        with _attempt(store, trial, launch_id, attempt, num_threads, on_progress) as (context, log):
+            try:
+                with captured(log):
+                    result = trainer.run(config, trial.seed, context)
+            except Exception:  # a trainer bug must not stop the sweep: it is recorded
+                log.write_always(traceback.format_exc())
+                if retry < max_retries:
+                    continue
+                record = failed_record(trial, launch_id, error_tail(traceback.format_exc()), attempt, started_at,
+                                       time.perf_counter() - start)
+            else:
+                record = _result_record(trial, launch_id, attempt, started_at, time.perf_counter() - start, result,
+                                        trainer, config)
+        _finish(store, record)
         return record
     raise AssertionError("unreachable: the last retry always returns")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _attempt(store: RunStore, trial: TrialSpec, launch_id: str, attempt: int, num_threads: int,
+             on_progress: StepProgress | None) -> Iterator[tuple[TrialContext, TrialLog]]:
+    """The context of one attempt, with its log (headed by the attempt) and its progress file, closed at the end."""
+    log = open_log(store.log_path(trial.trial_id), attempt, launch_id)
+    report = ProgressFile(store.progress_path(trial.trial_id), trial.trial_id, attempt, total_steps(trial.config),
+                          on_progress)
+    try:
+        yield TrialContext(workdir=store.trial_dir(trial.trial_id), num_threads=num_threads, report=report,
+                           log=log), log
+    finally:
+        report.close()
+        log.close()
+
+
+def _finish(store: RunStore, record: TrialRecord) -> None:
+    store.write_record(record)
+    clear_progress(store.trial_dir(record.trial_id))
 
 
 def execute_pack(
@@ -62,6 +94,7 @@ def execute_pack(
     *,
     max_retries: int = 0,
     num_threads: int = 1,
+    on_progress: StepProgress | None = None,
 ) -> list[TrialRecord]:
     """Run a seed pack (trials that differ only in seed and the trainer's `pack_varies` keys), vectorized when the
     trainer can (`run_pack`), one record each.
@@ -69,33 +102,47 @@ def execute_pack(
     A pack that raises is run again member by member (each with its own retries and its own error), so a
     vectorization problem costs time, never results. A member's wall_s is the pack's wall time / pack size.
     """
-    trainer = get_trainer(trials[0].trainer)
+    def one_by_one() -> list[TrialRecord]:
+        return [execute_trial(store, t, launch_id, max_retries=max_retries, num_threads=num_threads,
+                              on_progress=on_progress) for t in trials]
+
+    trainer = trainer_for(trials[0].trainer, trials[0].config)
     if len(trials) == 1 or not isinstance(trainer, PackTrainer):
-        return [execute_trial(store, t, launch_id, max_retries=max_retries, num_threads=num_threads) for t in trials]
+        return one_by_one()
     configs = [schema.build(trainer.config_class, t.config) for t in trials]
-    contexts = [TrialContext(workdir=store.trial_dir(t.trial_id), num_threads=num_threads) for t in trials]
     attempts = [store.mark_started(t.trial_id, launch_id) for t in trials]
     started_at, start = now_iso(), time.perf_counter()
-    try:
-        results = trainer.run_pack(configs, [t.seed for t in trials], contexts)
-    except Exception:  # fall back to sequential: each member then fails or succeeds on its own
-        return [execute_trial(store, t, launch_id, max_retries=max_retries, num_threads=num_threads) for t in trials]
+    with contextlib.ExitStack() as stack:
+        opened = [stack.enter_context(_attempt(store, t, launch_id, attempt, num_threads, on_progress))
+                  for t, attempt in zip(trials, attempts, strict=True)]
+        logs = [log for _, log in opened]
+        try:
+            with captured(Tee(logs)):  # the pack's output belongs to each member
+                results = trainer.run_pack(configs, [t.seed for t in trials], [c for c, _ in opened])
+        except Exception:  # fall back to sequential: each member then fails or succeeds on its own
+            for log in logs:
+                log.write_always("the seed pack raised; this trial runs again on its own:\n" + traceback.format_exc())
+            results = None
+    if results is None:
+        return one_by_one()
     share = (time.perf_counter() - start) / len(trials)
     records = []
     for trial, attempt, result, config in zip(trials, attempts, results, configs, strict=True):
         record = _result_record(trial, launch_id, attempt, started_at, share, result, trainer, config)
-        store.write_record(record)
+        _finish(store, record)
         records.append(record)
     return records
 
 
 def run_still_to_run(store: RunStore, pack: list[TrialSpec], launch_id: str, *, retry_failed: bool = False,
-                     max_retries: int = 0, num_threads: int = 1) -> list[TrialRecord]:
+                     max_retries: int = 0, num_threads: int = 1,
+                     on_progress: StepProgress | None = None) -> list[TrialRecord]:
     """A worker's step on every backend: run the trials of `pack` that `RunStore.still_to_run` says are still to
     run (skipping those finished before a restart or requeue, and all of them once a stop is requested), as one
-    seed pack; returns the records written."""
+    seed pack; returns the records written. `on_progress(trial_id, fraction)` follows each trial's steps."""
     todo = store.still_to_run(pack, launch_id, retry_failed=retry_failed)
-    return execute_pack(store, todo, launch_id, max_retries=max_retries, num_threads=num_threads) if todo else []
+    return execute_pack(store, todo, launch_id, max_retries=max_retries, num_threads=num_threads,
+                        on_progress=on_progress) if todo else []
 
 
 def seed_packs(trials: list[TrialSpec], size: int) -> list[list[TrialSpec]]:

@@ -118,6 +118,12 @@ def _coerce_type(hint: Any, value: Any, key: str) -> Any:
             allowed = ", ".join(str(c) for c in choices)
             raise SchemaError(key, f"got {value!r}{closest(str(value), map(str, choices))}; allowed: {allowed}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SchemaError(key, f"must be a mapping, got {_describe(value)}")
+        key_hint, value_hint = typing.get_args(hint)
+        return {_coerce_type(key_hint, k, f"{key}.{k}"): _coerce_type(value_hint, v, f"{key}.{k}")
+                for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise SchemaError(key, f"must be a list, got {_describe(value)}")

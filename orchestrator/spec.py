@@ -28,10 +28,10 @@ import numpy as np
 import yaml
 
 from orchestrator import backends, schema
-from orchestrator.api import SuccessConfig, Trainer, param, section
+from orchestrator.api import ConfigError, SuccessConfig, Trainer, param, section
 from orchestrator.errors import SpecError
 from orchestrator.identity import SeedIds, TrialSpec, canonical, normalise_number
-from orchestrator.plugins import TrainerError, get_trainer, identity_name, reference
+from orchestrator.plugins import TrainerError, identity_name, reference, trainer_for
 from orchestrator.schema import SchemaError, closest
 
 TOP_LEVEL_KEYS = ("name", "trainer", "config", "sweep", "backend", "search")  # search: read by orchestrator.search
@@ -192,9 +192,12 @@ def load_spec(path: Path | str, overrides: list[str] = (), *, max_trials: int = 
                                          "module:attribute")
     try:
         trainer_ref = reference(str(trainer_name))
-        trainer = get_trainer(trainer_ref)
+        trainer = trainer_for(trainer_ref, document.get("config") if isinstance(document.get("config"), dict) else {})
     except TrainerError as error:
         raise SpecError(file, "trainer", str(error), locate("trainer")) from None
+    except ConfigError as error:  # a schema the config declares (the command trainer's params) that is not allowed
+        key = error.keys[0] if error.keys else ""
+        raise SpecError(file, f"config.{key}", error.message, locate("config", *key.split("."))) from None
 
     try:
         base = schema.build(trainer.config_class, document.get("config"))

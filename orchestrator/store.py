@@ -9,7 +9,8 @@
       results/              finished trials' records: one append-only segment + index per writing process
                             (orchestrator/segments.py); a record present and whole means finished
       attempts/<id>.jsonl   one line per start of the trial: launch, host, pid, time
-      trials/<id>/          the trial's private folder, made only by trainers that keep files (checkpoints)
+      trials/<id>/          the trial's private folder, made only when it holds something: checkpoints,
+                            log.txt (what the trial printed, its tracebacks) and, while it runs, progress.jsonl
       trials.parquet        one row per finished trial } refreshed from results/ incrementally (only records
       curves.parquet        one row per eval step     } not yet in them are read) and rebuildable at any time
       ray/                  Ray Tune's own storage
@@ -40,6 +41,8 @@ from orchestrator.files import flocked, is_flocked, write_atomic
 from orchestrator.identity import TrialSpec
 from orchestrator.records import TrialRecord
 from orchestrator.segments import Entry, FinishedIndex, read_at, read_lines, writer_for
+from orchestrator.trial import LOG_NAME
+from orchestrator.trial_io import PROGRESS_NAME
 
 if TYPE_CHECKING:  # pandas is imported when tables are built, not on every worker that writes a record
     import pandas as pd
@@ -114,6 +117,21 @@ class RunStore:
     def trial_dir(self, trial_id: str) -> Path:
         """The trial's private folder for trainer files (checkpoints); not created here."""
         return self.trials_dir / trial_id
+
+    def log_path(self, trial_id: str) -> Path:
+        """The trial's log, every attempt's output (orchestrator/trial_io.py); exists once the trial wrote any."""
+        return self.trial_dir(trial_id) / LOG_NAME
+
+    def progress_path(self, trial_id: str) -> Path:
+        """The evals a running trial has reported so far; removed once its record is written."""
+        return self.trial_dir(trial_id) / PROGRESS_NAME
+
+    def unfinished_progress(self) -> dict[str, Path]:
+        """The progress files of trials without a record: running now, or cut off (a killed worker) and not yet
+        run again. Lists trials/, which holds only the folders of trials that keep files."""
+        finished = self.finished()
+        return {path.parent.name: path for path in self.trials_dir.glob(f"*/{PROGRESS_NAME}")
+                if path.parent.name not in finished}
 
     def mark_started(self, trial_id: str, launch_id: str) -> int:
         """Append an attempt line for this trial and return the attempt number (1 for the first start)."""

@@ -6,7 +6,9 @@ training loop (orchestrator/loop.py) can use these without importing the API mod
 
 from __future__ import annotations
 
+import io
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,18 +61,79 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)  # trainer-specific scalars, stored in the record
 
 
+LOG_NAME = "log.txt"
+LOG_CAP_BYTES = 10 * 2**20  # per attempt; a traceback is written past the cap
+
+
+class TrialLog(io.TextIOBase):
+    """A trial's log, `trials/<id>/log.txt`: everything the trial writes, one attempt after another.
+
+    The file is made on the first write, so a trial that prints nothing costs no file; the attempt's `header`
+    line comes first. An attempt writes at most LOG_CAP_BYTES (then one line says the rest was dropped), except
+    through `write_always` (the traceback of a failure). Writes from several threads (a program's stdout and
+    stderr) do not interleave within a write; the file is line-buffered and never fsynced.
+    """
+
+    def __init__(self, path: Path, header: str = "", cap_bytes: int = LOG_CAP_BYTES) -> None:
+        self.path, self.header, self.cap_bytes = Path(path), header, cap_bytes
+        self._handle: io.TextIOWrapper | None = None
+        self._written, self._dropped = 0, False
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if self._written + len(text) > self.cap_bytes:
+                if not self._dropped:
+                    self._file().write(f"\n[log capped at {self.cap_bytes} bytes for this attempt; the rest of "
+                                       f"its output was dropped]\n")
+                    self._dropped = True
+                return len(text)
+            self._written += len(text)
+            return self._file().write(text)
+
+    def write_always(self, text: str) -> None:
+        with self._lock:
+            self._file().write(text if text.endswith("\n") else text + "\n")
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+        super().close()
+
+    def _file(self) -> io.TextIOWrapper:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
+            if self.header:
+                self._handle.write(self.header.rstrip("\n") + "\n")
+        return self._handle
+
+
 class TrialContext:
-    """What the orchestrator gives a trainer: a private folder (checkpoints) and a callback for progress.
+    """What the orchestrator gives a trainer: a private folder (checkpoints), a callback for progress and a log.
 
     `workdir` is made the first time a trainer reads it, so the trials of a million-trial sweep that keep no
-    files cost no folder each.
+    files cost no folder each. `report(step, metrics)` is called by the trainer at each eval (the shared loop
+    does it); the orchestrator appends the metrics to `trials/<id>/progress.jsonl` while the trial runs and
+    moves the launch's progress bar. `log` is the trial's log (a text stream, `TrialLog`); the orchestrator
+    also sends a Python trainer's prints and `logging` there.
     """
 
     def __init__(self, workdir: Path, report: Callable[[int, dict[str, float]], None] | None = None,
-                 num_threads: int = 1) -> None:
+                 num_threads: int = 1, log: io.TextIOBase | None = None) -> None:
         self._workdir = Path(workdir)
         self.report = report or (lambda step, metrics: None)
         self.num_threads = num_threads
+        self.log = log if log is not None else TrialLog(self._workdir / LOG_NAME)
 
     @property
     def workdir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class FakeTrainer:
         calls = ctx.workdir / "calls"
         count = int(calls.read_text()) + 1 if calls.exists() else 1
         calls.write_text(str(count))
+        print(f"fake trial seed={seed} call {count}")  # the runner sends prints and logging to the trial's log
+        logging.getLogger("tests.fake").warning("warned on call %d", count)
         if count <= config.train.fail_times:
             raise RuntimeError(f"planned failure {count} (pid {os.getpid()})")
         curve = Curve()
@@ -48,6 +51,7 @@ class FakeTrainer:
                 curve.append(step, {"val_acc": float("nan")})
                 return TrainResult(curve, "diverged", step)
             curve.append(step, {"val_acc": min(1.0, 0.5 + 0.2 * step + 0.01 * seed)})
+            ctx.report(step, {"val_acc": curve.metrics["val_acc"][-1]})
         return TrainResult(curve, "completed", config.train.steps)
 
 

@@ -176,3 +176,48 @@ def test_shared_locks_coexist_and_keep_an_exclusive_one_out(tmp_path: Path):
         assert store.is_locked()
         with pytest.raises(RunLockedError):
             RunStore(tmp_path).lock(shared=True).__enter__()
+
+
+def test_a_trials_log_holds_every_attempt_its_prints_logging_and_traceback(tmp_path: Path):
+    store = RunStore(tmp_path)
+    record = execute_trial(store, spec(fail_times=1), "L1", max_retries=1)
+    log = store.log_path("t1").read_text()
+    first, second = log.split("===== attempt 2 · launch L1")
+    assert first.startswith("===== attempt 1 · launch L1 · ") and "fake trial seed=0 call 1" in first
+    assert "WARNING tests.fake: warned on call 1" in first and "RuntimeError: planned failure 1" in first
+    assert "Traceback (most recent call last)" in first and "fake trial seed=0 call 2" in second
+    assert record.status == "completed" and "Traceback" not in second
+    # the evals were reported live to progress.jsonl, which goes once the record is written
+    assert not store.progress_path("t1").exists() and store.unfinished_progress() == {}
+
+
+def test_progress_is_appended_per_eval_while_the_trial_runs(tmp_path: Path):
+    store = RunStore(tmp_path)
+    seen: list[tuple[str, float]] = []
+    lines_while_running: list[list[dict]] = []
+
+    def on_progress(trial_id: str, fraction: float) -> None:
+        seen.append((trial_id, fraction))
+        from orchestrator.trial_io import read_progress
+        lines_while_running.append(read_progress(store.progress_path(trial_id)))
+
+    execute_trial(store, spec(steps=4), "L1", on_progress=on_progress)
+    assert seen == [("t1", 0.0), ("t1", 0.25), ("t1", 0.5), ("t1", 0.75), ("t1", 1.0)]
+    last = lines_while_running[-1]
+    assert [line["step"] for line in last] == [0, 1, 2, 3, 4] and {line["attempt"] for line in last} == {1}
+    assert last[-1]["val_acc"] == 1.0 and "time" in last[-1]
+
+
+def test_the_log_is_capped_per_attempt_but_a_traceback_is_always_written(tmp_path: Path):
+    from orchestrator.trial import TrialLog
+
+    log = TrialLog(tmp_path / "t" / "log.txt", header="== attempt 1 ==", cap_bytes=100)
+    assert not (tmp_path / "t").exists()  # nothing written yet: no folder, no file
+    for i in range(30):
+        log.write(f"line {i:03d}\n")  # 9 bytes each
+    log.write_always("Traceback: the end")
+    log.close()
+    lines = (tmp_path / "t" / "log.txt").read_text().splitlines()
+    assert lines[0] == "== attempt 1 ==" and lines[1:12] == [f"line {i:03d}" for i in range(11)]
+    assert lines[13].startswith("[log capped at 100 bytes") and lines[-1] == "Traceback: the end"
+    assert len(lines) == 15

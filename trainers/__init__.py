@@ -13,6 +13,7 @@ BUILTIN: dict[str, str] = {
     "kernel_regression": "trainers.kernel_regression:TRAINER",
     "depth": "trainers.depth:TRAINER",
     "noop": "trainers.noop:TRAINER",
+    "command": "trainers.command:TRAINER",
 }
 # Trainers by short name in this process: the built-ins, plus any registered at run time (notebooks, tests).
 REGISTRY: dict[str, str] = dict(BUILTIN)

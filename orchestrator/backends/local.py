@@ -19,8 +19,9 @@ class LocalBackend(Backend):
                *, retry_failed: bool = False) -> Handle:
         for pack in seed_packs(trials, self.config.seeds_per_trial):
             for record in run_still_to_run(store, pack, launch_id, retry_failed=retry_failed,
-                                           max_retries=self.config.max_retries, num_threads=self.threads_per_trial):
-                progress.trial_finished(record.status)
+                                           max_retries=self.config.max_retries, num_threads=self.threads_per_trial,
+                                           on_progress=progress.trial_progress):
+                progress.trial_finished(record.status, record.trial_id)
         return Handle(store, [t.trial_id for t in trials], launch_id)
 
 

@@ -95,23 +95,35 @@ def _worker(config: dict[str, Any], *, queue: Any, run_dir: str, launch_id: str,
     store = RunStore(run_dir)
     worker = int(config["worker"])
     finished: str | None = None
-    statuses: list[str] = []  # reported in batches: one tune.report per trial would dominate a short trial
+    # reported in batches: one tune.report per trial (or per eval) would dominate a short trial
+    statuses: list[tuple[str, str]] = []  # (trial id, status) of trials finished since the last report
+    fractions: dict[str, float] = {}  # running trial -> fraction of its steps done
     last_report = time.monotonic()
+
+    def report(force: bool = False) -> None:
+        nonlocal statuses, fractions, last_report
+        if (statuses or fractions) and (force or time.monotonic() - last_report > REPORT_EVERY_S):
+            tune.report({"trial_statuses": statuses, "trial_fractions": fractions})
+            statuses, fractions, last_report = [], {}, time.monotonic()
+
+    def on_progress(trial_id: str, fraction: float) -> None:
+        fractions[trial_id] = fraction
+        report()
+
     while (batch := ray.get(queue.next.remote(worker, finished))) is not None:
         for data in batch:
             pack = [TrialSpec.from_dict(d) for d in data]
             ran = {r.trial_id: r for r in run_still_to_run(store, pack, launch_id, retry_failed=retry_failed,
-                                                           max_retries=max_retries, num_threads=num_threads)}
+                                                           max_retries=max_retries, num_threads=num_threads,
+                                                           on_progress=on_progress)}
             for trial in pack:  # a trial this launch recorded before the worker was restarted counts too
                 record = ran.get(trial.trial_id) or _recorded_by(store, trial.trial_id, launch_id)
                 if record is not None:
-                    statuses.append(record.status)
-            if time.monotonic() - last_report > REPORT_EVERY_S:
-                tune.report({"trial_statuses": statuses})
-                statuses, last_report = [], time.monotonic()
+                    statuses.append((trial.trial_id, record.status))
+                    fractions.pop(trial.trial_id, None)
+            report()
         finished = batch[0][0]["trial_id"]
-    if statuses:
-        tune.report({"trial_statuses": statuses})
+    report(force=True)
 
 
 def _recorded_by(store: RunStore, trial_id: str, launch_id: str) -> TrialRecord | None:
@@ -201,8 +213,10 @@ def _progress_callback(store: RunStore, launch_id: str, progress: Progress, queu
             self.tables = BackgroundRefresh(store.root, min_interval_s=TABLE_REFRESH_S)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            for status in result.get("trial_statuses", ()):
-                progress.trial_finished(str(status))
+            for trial_id, fraction in result.get("trial_fractions", {}).items():
+                progress.trial_progress(str(trial_id), float(fraction))
+            for trial_id, status in result.get("trial_statuses", ()):
+                progress.trial_finished(str(status), str(trial_id))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             held = ray.get(queue.release.remote(int(trial.config["worker"]))) or []
@@ -213,7 +227,7 @@ def _progress_callback(store: RunStore, launch_id: str, progress: Progress, queu
                     attempts = len(store.attempts(spec.trial_id))
                     record = failed_record(spec, launch_id, error, attempts, now_iso(), 0.0)
                     store.write_record(record)
-                progress.trial_finished(record.status)
+                progress.trial_finished(record.status, spec.trial_id)
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
             self.tables.poke()  # in a child process, and never more than 2% of the time
