@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from analysis.compare import detector_agreement
 from analysis.eureka import DetectionParams
+from analysis.load import read_trials
 from analysis.plots import plot_eureka_histogram, plot_kaplan_meier, plot_learning_curves, plot_success_probability
 from analysis.success import IntervalMethod
 from analysis.summary import AUTO, RunAnalysis, analyze_run
@@ -158,6 +159,9 @@ def render_markdown(analysis: RunAnalysis, figures: list[ReportFigure], title: s
             lines += [f"![{item.title}]({item.file})", ""]
     lines += ["## Detector vs trainer threshold", "", markdown_table(_agreement(analysis)), "",
               "## Detection settings", "", markdown_table(_settings(analysis)), ""]
+    launches = launch_table(run_dir)
+    if not launches.empty:
+        lines += ["## Provenance", "", PROVENANCE_NOTE, "", markdown_table(launches), ""]
     return "\n".join(lines)
 
 
@@ -176,8 +180,35 @@ def render_html(analysis: RunAnalysis, figures: list[ReportFigure], title: str, 
             data = base64.b64encode((out / item.file).read_bytes()).decode("ascii")
             parts.append(f"<img alt='{html.escape(item.title)}' src='data:image/png;base64,{data}'>")
     parts += ["<h2>Detector vs trainer threshold</h2>", _agreement(analysis).to_html(index=False, border=0),
-              "<h2>Detection settings</h2>", _settings(analysis).to_html(index=False, border=0), "</body></html>"]
+              "<h2>Detection settings</h2>", _settings(analysis).to_html(index=False, border=0)]
+    launches = launch_table(run_dir)
+    if not launches.empty:
+        parts += ["<h2>Provenance</h2>", f"<p>{html.escape(PROVENANCE_NOTE)}</p>",
+                  launches.to_html(index=False, border=0)]
+    parts.append("</body></html>")
     return "\n".join(parts)
+
+
+PROVENANCE_NOTE = ("Each launch into this run directory, with the code that ran: the project's git commit (* = "
+                   "uncommitted changes to tracked files), the versions, the host, and how many of the trials "
+                   "reported here it recorded.")
+
+
+def launch_table(run_dir: Path) -> pd.DataFrame:
+    """One row per launch (launches.jsonl) with its provenance and its count of trials in trials.parquet."""
+    from orchestrator.store import RunStore
+
+    recorded = read_trials(run_dir, ["launch_id"])["launch_id"].astype(str).value_counts()
+    rows = []
+    for launch in RunStore(run_dir).read_launches():
+        origin = launch.get("provenance") or {}
+        versions = origin.get("versions") or {}
+        commit = (origin.get("git_commit") or "none")[:12] + ("*" if origin.get("git_dirty") else "")
+        rows.append({"launch": launch.get("launch_id"), "started": launch.get("started_at"), "commit": commit,
+                     "python": origin.get("python"), "torch": versions.get("torch"), "ray": versions.get("ray"),
+                     "optuna": versions.get("optuna"), "host": origin.get("host"),
+                     "trials recorded": int(recorded.get(launch.get("launch_id"), 0))})
+    return pd.DataFrame(rows)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -2,7 +2,7 @@
 
 Exit codes: 0 done; 1 the sweep finished but some trials failed, or the backend failed (its message says what was
 submitted already); 2 bad input (nothing launched, no run directory written); 3 the run directory is held by
-another launch.
+another launch; 130 the launch was cancelled (`cancel`; relaunching resumes).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import socket
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator import backends
+from orchestrator import backends, provenance
 from orchestrator.errors import BackendError, SpecError
 from orchestrator.identity import TrialSpec
 from orchestrator.segments import Entry
@@ -28,7 +29,8 @@ from orchestrator.spec import MAX_TRIALS, SweepSpec, load_spec
 from orchestrator.store import RunLockedError, RunStore, now_iso
 from orchestrator.trial_io import last_progress
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_CANCELLED = 0, 1, 2, 3, 130
+CANCEL_WAIT_S = 120.0  # how long `cancel` waits for an interrupted launch to let go of the run directory
 DRY_RUN_EXAMPLES = 3
 # Packages that add subcommands: each module has `register(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = ("orchestrator.search.cli", "analysis.reproduction.cli")
@@ -81,9 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("trial", metavar="TRIAL_ID_PREFIX", help="the trial's id or its first characters")
     logs.set_defaults(command=cmd_logs)
 
-    cancel = commands.add_parser("cancel", help="stop a sweep: no new trial starts (running ones finish and are "
-                                                "recorded) and queued cluster jobs are cancelled; relaunch resumes")
+    cancel = commands.add_parser("cancel", help="stop a sweep wherever it runs: no new trial starts, running trials "
+                                                "are interrupted (not recorded) and this run's cluster jobs "
+                                                "cancelled; relaunch resumes")
     cancel.add_argument("run_dir", type=Path)
+    cancel.add_argument("--stop", action="store_true", help="let running trials finish (and be recorded); cancel "
+                                                            "only work not started yet")
     cancel.set_defaults(command=cmd_cancel)
 
     tables = commands.add_parser("tables", help="bring trials.parquet and curves.parquet up to date with the "
@@ -96,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
                                                   "into results/ segments")
     migrate.add_argument("run_dir", type=Path)
     migrate.set_defaults(command=cmd_migrate)
+
+    export = commands.add_parser("export", help="write every trial's curve elsewhere: TensorBoard event files, one "
+                                                "folder per configuration and one run per seed")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--tensorboard", type=Path, required=True, metavar="DIR",
+                        help="write TensorBoard events here (then: tensorboard --logdir DIR)")
+    export.set_defaults(command=cmd_export)
 
     analyze = commands.add_parser("analyze", help="write the report (plots, tables) to <run_dir>/report/")
     analyze.add_argument("run_dir", type=Path)
@@ -134,10 +146,18 @@ def cmd_launch(args: argparse.Namespace) -> int:
     with store.lock():
         launch_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         store.clear_stop()  # a new launch resumes a cancelled sweep
-        store.write_launch({"launch_id": launch_id, "pid": os.getpid(), "host": socket.gethostname(),
-                            "started_at": now_iso(), "started_unix": time.time(), "sweep": str(args.sweep),
-                            "n_trials": len(trials), "backend": spec.backend.kind,
-                            "retry_failed": args.retry_failed})
+        launch = {"launch_id": launch_id, "pid": os.getpid(), "host": socket.gethostname(), "started_at": now_iso(),
+                  "started_unix": time.time(), "sweep": str(args.sweep), "n_trials": len(trials),
+                  "backend": spec.backend.kind, "retry_failed": args.retry_failed}
+        earlier = store.read_launches()
+        launch["provenance"] = provenance.collect(Path.cwd())
+        warning = provenance.commit_change_warning(
+            {**earlier[-1]["provenance"], "launch_id": earlier[-1]["launch_id"]} if earlier else None,
+            launch["provenance"])
+        if warning:
+            print(warning, file=sys.stderr)
+        store.write_launch(launch)
+        store.append_launch(launch)
         store.sweep_path.write_text(yaml.safe_dump(spec.document, sort_keys=False))
         store.write_plan(trials)
         elsewhere = backend.in_flight(store)
@@ -161,9 +181,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
                     handle.wait(progress)
                     follow = None
         except KeyboardInterrupt:
-            if follow is None:
+            if store.stop_requested(launch_id):  # SIGINT from `cancel`: its message says what became of the trials
+                pass
+            elif follow is None:
                 raise
-            print("stopped waiting; the submitted trials run on", file=sys.stderr)
+            else:
+                print("stopped waiting; the submitted trials run on", file=sys.stderr)
         finally:
             progress.close()
             if pending or not store.trials_table.exists():  # a launch that ran nothing leaves the tables as they are
@@ -178,6 +201,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
     counts = Counter(entry.status for entry in store.finished().values())
     print(f"ran {sum(progress.counts.values())} trials in {_duration(time.monotonic() - start)}; "
           f"run totals: {_counts_line(counts)}")
+    if store.stop_requested(launch_id):
+        print(f"cancelled (python -m orchestrator cancel); resume: python -m orchestrator launch {args.sweep} "
+              f"--run-dir {run_dir}")
+        return EXIT_CANCELLED
     print(f"results: {store.trials_table} and {store.curves_table}")
     print(f"next: python -m orchestrator status {run_dir}  |  python -m orchestrator analyze {run_dir}")
     return EXIT_FAILED if progress.counts["failed"] else EXIT_OK
@@ -309,20 +336,43 @@ def _eta_line(finished: Iterable[Entry], launch: dict, remaining: int) -> str:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    """Stop the run's current launch: its workers start no new trial (`RunStore.request_stop`, read before each
-    trial on every backend), and the backend withdraws queued work (SLURM: scancel). Finished records are kept;
-    a trial cut off mid-run has no record and runs again on the next launch."""
+    """Stop the run's current launch. Its workers start no new trial (`RunStore.request_stop`, read before each
+    trial on every backend) and the backend withdraws its work (SLURM: scancel). Without --stop the trials running
+    now are interrupted too: the launch process gets SIGINT (Ctrl-C: Ray Tune stops its workers, the in-process
+    backend unwinds) and cancelled SLURM tasks are killed; an interrupted trial has no record and runs again, from
+    its checkpoint, on the next launch. With --stop they finish and are recorded. Finished records are kept."""
     store = RunStore(args.run_dir)
     launch = store.read_launch()
     if launch is None:
         print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
         return EXIT_BAD_INPUT
     store.request_stop(launch["launch_id"])
-    print(f"{args.run_dir}: launch {launch['launch_id']} asked to stop: no new trial starts; running ones finish")
-    for line in backends.backend_class(launch.get("backend", "ray")).withdraw(store):
+    running = "running ones finish" if args.stop else "running ones are interrupted"
+    print(f"{args.run_dir}: launch {launch['launch_id']} asked to stop: no new trial starts; {running}")
+    for line in backends.backend_class(launch.get("backend", "ray")).withdraw(store, running=not args.stop):
         print(line)
+    if not args.stop and store.is_locked():
+        print(_interrupt_launch(store, launch))
     print(f"resume: python -m orchestrator launch {launch['sweep']} --run-dir {args.run_dir}")
     return EXIT_OK
+
+
+def _interrupt_launch(store: RunStore, launch: dict, wait_s: float = CANCEL_WAIT_S) -> str:
+    """SIGINT to the launch process holding the run directory, then wait for it to let go."""
+    pid, host = int(launch["pid"]), launch.get("host")
+    if host != socket.gethostname():
+        return (f"the launch runs on {host} (pid {pid}): its trials run on to their end there; to cut them off, "
+                f"run this command on {host}")
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return f"the launch (pid {pid}) has already exited"
+    deadline = time.monotonic() + wait_s
+    while store.is_locked() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if store.is_locked():
+        return f"the launch (pid {pid}) was interrupted but still holds the run directory after {wait_s:g} s"
+    return f"the launch (pid {pid}) stopped; its running trials were interrupted and have no record"
 
 
 # ---- tables, analyze --------------------------------------------------------------------------------------------
@@ -355,6 +405,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         store.rebuild_tables()
     print(f"{args.run_dir}: {moved} records moved from records/ into results/; {len(store.finished())} finished "
           f"trials in all")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from orchestrator.export import export_tensorboard
+
+    store = _store_with_records(args.run_dir)
+    if store is None:
+        return EXIT_BAD_INPUT
+    trials, groups = export_tensorboard(store, args.tensorboard)
+    print(f"{trials} trials in {groups} configurations: tensorboard --logdir {args.tensorboard}")
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@
       sweep.yaml            the sweep as last launched (after --set), for provenance
       plan.jsonl            the trials of the last launch, one JSON line each
       launch.json           who launched last: pid, host, launch id, start time, trial count
+      launches.jsonl        every launch, one line each: its id, time, git commit, versions (provenance.py)
       .lock                 held (flock) by the launch in progress; a second launch is refused
       stop.json             a stop request (`python -m orchestrator cancel`): the launch starts no new trial
       results/              finished trials' records: one append-only segment + index per writing process
@@ -68,6 +69,7 @@ class RunStore:
         self.curves_table = self.root / "curves.parquet"
         self.lock_path = self.root / ".lock"
         self.launch_path = self.root / "launch.json"
+        self.launches_path = self.root / "launches.jsonl"
         self.plan_path = self.root / "plan.jsonl"
         self.sweep_path = self.root / "sweep.yaml"
         self.stop_path = self.root / "stop.json"
@@ -96,6 +98,19 @@ class RunStore:
 
     def write_launch(self, info: dict[str, Any]) -> None:
         write_atomic(self.launch_path, json.dumps(info, indent=2).encode())
+
+    def append_launch(self, info: dict[str, Any]) -> None:
+        with open(self.launches_path, "a") as handle:
+            handle.write(json.dumps(info) + "\n")
+
+    def read_launches(self) -> list[dict[str, Any]]:
+        """Every launch into this run directory, oldest first (a torn last line, from a crash, is skipped)."""
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.launches_path.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
 
     def read_launch(self) -> dict[str, Any] | None:
         try:

@@ -103,9 +103,10 @@ class Backend(ABC):
         return set()
 
     @classmethod
-    def withdraw(cls, store: RunStore) -> list[str]:
-        """Withdraw this run's queued and running work from outside the launch (`cancel`); lines saying what was
-        done. In-process backends have nothing outside the launching process to withdraw."""
+    def withdraw(cls, store: RunStore, *, running: bool = True) -> list[str]:
+        """Withdraw this run's queued work, and its running work too unless `running` is False, from outside the
+        launch (`cancel`); lines saying what was done. In-process backends have nothing outside the launching
+        process to withdraw (the launch itself is interrupted)."""
         return []
 
     @classmethod

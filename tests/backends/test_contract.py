@@ -184,7 +184,7 @@ def test_kill_9_of_the_launch_then_relaunch_records_each_trial_once(target, tmp_
 
 
 @pytest.mark.slow
-def test_cancel_starts_no_new_trial_keeps_every_record_and_a_relaunch_resumes(target, tmp_path):
+def test_cancel_stop_starts_no_new_trial_keeps_every_record_and_a_relaunch_resumes(target, tmp_path):
     """Trials wait at a gate, so the cancel lands while the first ones run whatever the machine's speed: those
     may finish (or, on SLURM, be cut off with their task) and no other trial starts."""
     gate = tmp_path / "gate"
@@ -192,9 +192,9 @@ def test_cancel_starts_no_new_trial_keeps_every_record_and_a_relaunch_resumes(ta
     process = launch(target, sweep, run_dir)
     started = lambda: {p.stem for p in (run_dir / "attempts").glob("*.jsonl")}  # noqa: E731
     wait_for(lambda: started() or process.poll() is not None, "the first trial to start")
-    cancel = subprocess.run([PYTHON, "-m", "orchestrator", "cancel", str(run_dir)], cwd=REPO, env=target.env,
-                            capture_output=True, text=True, timeout=120)
-    assert cancel.returncode == 0 and "asked to stop" in cancel.stdout, cancel.stdout + cancel.stderr
+    cancel = subprocess.run([PYTHON, "-m", "orchestrator", "cancel", str(run_dir), "--stop"], cwd=REPO,
+                            env=target.env, capture_output=True, text=True, timeout=120)
+    assert cancel.returncode == 0 and "running ones finish" in cancel.stdout, cancel.stdout + cancel.stderr
     started_before = started()
     gate.touch()
     out, _ = process.communicate(timeout=180)  # the launch ends on its own, its other trials never started
@@ -207,3 +207,32 @@ def test_cancel_starts_no_new_trial_keeps_every_record_and_a_relaunch_resumes(ta
     assert f"12 trials, {len(stopped)} already finished, {12 - len(stopped)} to run" in resumed, resumed
     after = record_texts(run_dir)
     assert len(after) == 12 and {tid: after[tid] for tid in stopped} == stopped
+
+
+@pytest.mark.slow
+def test_cancel_interrupts_running_trials_without_a_record_and_a_relaunch_runs_each_once(target, tmp_path):
+    """Trials wait at a gate that never opens: only an interruption ends them. `cancel` must stop the launch and
+    its running trials, record none of them (they did not fail), and the relaunch must run every trial once."""
+    gate = tmp_path / "gate"
+    sweep, run_dir = sweep_file(tmp_path, target, seeds=3, gate=str(gate)), tmp_path / "run"
+    process = launch(target, sweep, run_dir)
+    started = lambda: {p.stem for p in (run_dir / "attempts").glob("*.jsonl")}  # noqa: E731
+    wait_for(lambda: started() or process.poll() is not None, "the first trial to start")
+    cancel = subprocess.run([PYTHON, "-m", "orchestrator", "cancel", str(run_dir)], cwd=REPO, env=target.env,
+                            capture_output=True, text=True, timeout=180)
+    assert cancel.returncode == 0 and "running ones are interrupted" in cancel.stdout, cancel.stdout + cancel.stderr
+    out, _ = process.communicate(timeout=120)  # the launch ends although the gate never opened
+    assert record_texts(run_dir) == {}, out  # interrupted trials have no record: not failed, not finished
+    assert started() and len(started()) < 12
+    if target.fire_and_forget:  # a cancelled SLURM task lives on until SIGKILL (KillWait): let it go first
+        jobs = ",".join(str(s["job_id"]) for s in map(json.loads, (run_dir / "slurm" / "submissions.jsonl")
+                                                     .read_text().splitlines()))
+        wait_for(lambda: not subprocess.run(["squeue", "--noheader", f"--jobs={jobs}"], capture_output=True,
+                                            text=True).stdout.strip(), "the cancelled tasks to leave the queue")
+    assert record_texts(run_dir) == {}
+
+    gate.touch()
+    resumed = launched(target, sweep, run_dir)
+    assert "12 trials, 0 already finished, 12 to run" in resumed, resumed
+    history = RunStore(run_dir).record_history()
+    assert len(history) == 12 and all(len(texts) == 1 for texts in history.values())

@@ -254,8 +254,8 @@ class SlurmBackend(Backend):
         return queue.in_flight(store)
 
     @classmethod
-    def withdraw(cls, store: RunStore) -> list[str]:
-        return queue.withdraw(store)
+    def withdraw(cls, store: RunStore, *, running: bool = True) -> list[str]:
+        return queue.withdraw(store, running=running)
 
     @classmethod
     def status_lines(cls, store: RunStore, launch: dict) -> list[str]:

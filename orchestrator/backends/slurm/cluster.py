@@ -92,8 +92,9 @@ def active_tasks(job_ids: Iterable[str]) -> dict[tuple[str, int], str]:
     return states
 
 
-def cancel_jobs(job_ids: list[str]) -> None:
-    """scancel these jobs (whole arrays); a job that already left the queue is no error."""
-    result = run_slurm(["scancel", *job_ids], check=False)
+def cancel_jobs(job_ids: list[str], *, pending_only: bool = False) -> None:
+    """scancel these jobs (whole arrays), or only their tasks still queued; a job that already left the queue is
+    no error."""
+    result = run_slurm(["scancel", *(["--state=PENDING"] if pending_only else []), *job_ids], check=False)
     if result.returncode != 0 and "invalid job id" not in (result.stderr or "").lower():
         raise SlurmCommandError(first_error_line(result.stderr) or "scancel failed")

@@ -28,19 +28,21 @@ def in_flight(store: RunStore) -> set[str]:
         return set()
 
 
-def withdraw(store: RunStore) -> list[str]:
-    """scancel every array this run submitted that still has unfinished trials (their tasks may be queued or
-    running); a cancelled task's trial in flight has no record and runs again on the next launch."""
+def withdraw(store: RunStore, *, running: bool = True) -> list[str]:
+    """scancel every array this run submitted that still has unfinished trials: its queued tasks, and its running
+    ones unless `running` is False (they then drain: a stop request lets them start no new trial). A cancelled
+    task's trial in flight has no record and runs again on the next launch."""
     finished = store.finished_ids()
     jobs = sorted({s.job_id for s in read_submissions(store) if any(t not in finished for t in s.trial_ids())},
                   key=int)
     if not jobs:
         return ["slurm: no submitted array has unfinished trials; nothing to cancel"]
     try:
-        cluster.cancel_jobs(jobs)
+        cluster.cancel_jobs(jobs, pending_only=not running)
     except cluster.SlurmCommandError as error:
         raise BackendError(f"scancel failed for job(s) {_job_list(jobs)}: {error}") from None
-    return [f"slurm: cancelled job(s) {_job_list(jobs)}"]
+    what = "the queued tasks of" if not running else "job(s)"
+    return [f"slurm: cancelled {what} {_job_list(jobs)}"]
 
 
 def status_lines(store: RunStore) -> list[str]:
