@@ -306,3 +306,21 @@ def test_sigkill_of_a_ray_launch_then_relaunch_resumes_the_script_from_its_check
     assert (run_dir / "report" / "index.html").exists()
     curves = pd.read_parquet(run_dir / "curves.parquet")
     assert curves.groupby("trial_id").size().eq(13).all() and curves["trial_id"].nunique() == 32
+
+
+def test_metrics_can_come_from_a_file_the_program_writes(tmp_path: Path):
+    writer = script(tmp_path, "writer.py", """\
+        import json, sys
+        path = sys.argv[1]
+        print('{"step": 0, "val_acc": 0.0}')  # stdout is only logged when metrics_file is set
+        with open(path, "a") as out:
+            for step in (0, 5, 10):
+                out.write(json.dumps({"step": step, "val_acc": step / 10, "train_loss": 1 - step / 10}) + "\\n")
+    """)
+    path = command_sweep(tmp_path, f'["{{python}}", {writer.name}, "{{trial_dir}}/metrics.jsonl"]',
+                         extra='  metrics_file: "{trial_dir}/metrics.jsonl"\n', sweep="sweep: {seed: [0]}\n")
+    run_dir = tmp_path / "run"
+    assert launch(path, run_dir) == 0
+    (record,) = RunStore(run_dir).records().values()
+    assert record.curve == {"steps": [0, 5, 10], "metrics": {"train_loss": [1.0, 0.5, 0.0], "val_acc": [0.0, 0.5, 1.0]}}
+    assert record.success and record.eureka_step == 10
