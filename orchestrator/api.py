@@ -169,7 +169,9 @@ class LoopTrainer:
       last step; they and `train_loss` form the curve, and are reported live.
     - `summary(state)` (optional) returns scalars stored in the record's `extra`.
     A change that alters what the trainer computes must change `version`, which enters every trial id of this
-    trainer when set (README, "Trial ids and trainer versions").
+    trainer when set. A change that alters only some configurations (one kernel) is declared finer, by a config
+    section's `semantics_version(self) -> str | None`: its value, when not None, enters the trial id, so exactly the
+    trials it returns a (new) version for get new ids (README, "Trial ids and trainer versions").
     """
 
     name: str

@@ -174,9 +174,13 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if value is not None else "nothing (null)"
 
 
+SEMANTICS_KEY = "@version"  # not a valid field name, so it never collides with a config key
+
+
 def to_dict(instance: Any, *, identity_only: bool = False) -> dict[str, Any]:
     """Nested plain dict of a config; with identity_only, the keys that are not part of the trial id are left out:
-    those marked identity=False, and those marked identity="unless_default" while at their default."""
+    those marked identity=False, and those marked identity="unless_default" while at their default; and a section's
+    `semantics_version()` (orchestrator.api), when it returns one, is added under SEMANTICS_KEY."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(instance):
         if not f.init:
@@ -185,6 +189,9 @@ def to_dict(instance: Any, *, identity_only: bool = False) -> dict[str, Any]:
         if identity_only and not _in_identity(f, value):
             continue
         out[f.name] = to_dict(value, identity_only=identity_only) if dataclasses.is_dataclass(value) else value
+    version = getattr(instance, "semantics_version", None)
+    if identity_only and version is not None and (declared := version()) is not None:
+        out[SEMANTICS_KEY] = str(declared)
     return out
 
 

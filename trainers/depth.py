@@ -6,8 +6,11 @@ n+1-i (reverse), so every answer needs attention to one specific earlier positio
 position; only the query slots count. Liu et al.'s finding: with standard (Xavier-scale) init, deep Post-LN
 depends so strongly on its residual branches that early updates blow it up or stall it, Pre-LN trains but ends
 worse, and Admin (Post-LN with profiled residual scales omega) trains stably. Divergence is an outcome, not an
-error. Logged per eval: per-token accuracy and loss, attention entropy per layer, Q/K/V gradient norms, and the
-relative output change under a small random parameter perturbation (how fragile the model is, Liu et al. Fig. 5).
+error. Logged per eval: per-token accuracy and loss, attention entropy per layer, Q/K/V gradient norms, and how
+far the output moves under a small parameter perturbation (how fragile the model is, Liu et al. Fig. 5):
+`output_change`, the official measure (trainers/model.py `stability_output_change`: the squared distance of the
+final hidden state, `output_change_norm` its square root), and `relative_output_change`, this project's earlier
+relative measure of the logits.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from orchestrator.api import (
     section,
     to_device,
 )
-from trainers.model import Encoder, ModelConfig, Norm, layer_entropies, output_change, qkv_grad_norms
+from trainers.model import (
+    Encoder,
+    ModelConfig,
+    Norm,
+    layer_entropies,
+    qkv_grad_norms,
+    relative_output_change,
+    stability_output_change,
+)
 
 VAL_SEED = 2**31 - 1
 
@@ -62,8 +73,14 @@ class DepthTrain(TrainSection):
     lr: float = param(1e-3, gt=0, doc="Adam learning rate after warmup")
     warmup: int = param(0, ge=0, doc="steps of linear warmup from 0 to lr (0 = none; Post-LN needs it when deep)")
     perturbation: float = param(
-        1e-3, ge=0, doc="relative size of the random parameter perturbation for output_change (0 = not logged)"
+        1e-3, ge=0, doc="relative size of the random parameter perturbation for relative_output_change; 0: neither "
+        "it nor the official output_change (a fixed 1e-4 sign perturbation) is logged"
     )
+
+    def semantics_version(self) -> str | None:
+        """Version 2: output_change is the official measure (squared, of the final hidden state; Transformer-Clinic)
+        and the earlier one is relative_output_change; a trial that logs none of them is unchanged."""
+        return "2" if self.perturbation > 0 else None
 
 
 @dataclass
@@ -90,11 +107,16 @@ def sample(task: SequenceTask, n: int, g: torch.Generator) -> tuple[torch.Tensor
     return torch.cat([symbols, queries], dim=1), targets
 
 
+# The official measure's sign draws come from a stream of their own, so the relative measure draws what it always did.
+SIGNS_SEED_OFFSET = 7_919
+
+
 class DepthTrainer(LoopTrainer):
     name = "depth"
     config_class = DepthConfig
     metric_directions = {
-        "val_acc": "max", "val_loss": "min", "train_loss": "min", "output_change": "min",
+        "val_acc": "max", "val_loss": "min", "train_loss": "min", "output_change": "min", "output_change_norm": "min",
+        "relative_output_change": "min",
         "grad_norm_q": "max", "grad_norm_k": "max", "grad_norm_v": "max",
         **{f"attn_entropy_l{i}": "min" for i in range(64)},
     }  # fmt: skip
@@ -141,9 +163,12 @@ class DepthTrainer(LoopTrainer):
             **qkv_grad_norms(model),
         }
         perturbation = state["_config"].train.perturbation
-        if perturbation > 0:  # a fresh, step-seeded direction: the same in every run of this trial
+        if perturbation > 0:  # fresh, step-seeded directions: the same in every run of this trial
             probe = torch.Generator().manual_seed(state["_seed"] * 1_000_003 + step)
-            metrics["output_change"] = output_change(model, val_inputs[:128], perturbation, probe)
+            metrics["relative_output_change"] = relative_output_change(model, val_inputs[:128], perturbation, probe)
+            signs = torch.Generator().manual_seed(state["_seed"] * 1_000_003 + step + SIGNS_SEED_OFFSET)
+            metrics["output_change"], metrics["output_change_norm"] = stability_output_change(
+                model, val_inputs[:128], signs)
         model.train()
         return metrics
 

@@ -67,7 +67,16 @@ from orchestrator.api import (
     resolve_device,
     resolve_dtype,
 )
-from trainers.eureka import N_CLASSES, VAL_SEED, Batch, EurekaConfig, EurekaTrainer, TokenTask, build_task
+from trainers.eureka import (
+    N_CLASSES,
+    VAL_SEED,
+    Batch,
+    EurekaConfig,
+    EurekaTrainer,
+    TokenTask,
+    build_task,
+    scheduled_lr,
+)
 from trainers.model import Encoder, layer_entropies, qkv_grad_norms
 
 EVAL_CHUNK = 8  # members per vmapped chunk when evaluating: bounds memory (K x val_size activations)
@@ -211,7 +220,7 @@ class SeedEnsemble:
             live_total.backward()
             if diverged:
                 self._retire(keep)
-            self._optimizer_step()
+            self._optimizer_step(step)
             for row, k in enumerate(self.rows):
                 self.loss_sum[k] += values[keep[row]]
                 self.n_losses[k] += 1
@@ -270,22 +279,29 @@ class SeedEnsemble:
         lr = tc.lr if self.member_lrs is None else 1.0  # per-member rates are applied in _optimizer_step
         return torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay, fused=True)
 
-    def _optimizer_step(self) -> None:
-        """One AdamW step; with per-member learning rates, each member moves by its own lr.
+    def _optimizer_step(self, step: int) -> None:
+        """One AdamW step at step `step`'s learning rate (train.schedule); with per-member learning rates, each
+        member moves by its own.
 
         torch's AdamW takes one lr per parameter group, and a stacked tensor holds every member. Its update is linear
         in lr (the moments do not depend on it): p <- p - lr * (m_hat / (sqrt(v_hat) + eps) + weight_decay * p). So
         the step runs with lr = 1, which yields the bracket, and each member's row is then moved by its own lr along
         it: p = p_before + lr_k * (p_lr1 - p_before). Equal to a per-member AdamW up to rounding.
         """
+        tc = self.config.train
+        scheduled = tc.schedule != "constant" or tc.warmup_steps
         if self.member_lrs is None:
+            if scheduled:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = scheduled_lr(tc.lr, step, tc)
             self.optimizer.step()
             return
+        rates = scheduled_lr(self.member_lrs, step, tc) if scheduled else self.member_lrs  # (R,)
         before = {name: p.detach().clone() for name, p in self.params.items()}
         self.optimizer.step()
         with torch.no_grad():
             for name, p in self.params.items():
-                lr = self.member_lrs.view(-1, *[1] * (p.dim() - 1))  # (R, 1, ...): broadcast over the member's row
+                lr = rates.view(-1, *[1] * (p.dim() - 1))  # (R, 1, ...): broadcast over the member's row
                 p.sub_(before[name]).mul_(lr).add_(before[name])
 
     def _losses(self, batches: list[Batch]) -> torch.Tensor:

@@ -18,6 +18,7 @@ noise, shuffled positions, indicator groups, match probability) are the paper's 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,38 @@ class TrainConfig(TrainSection):
         "unchanged; the curve ends at the stop",
     )
     batch_size: int = param(128, ge=1, doc="examples per step (fresh samples each step: no epochs, no overfitting)")
-    lr: float = param(1e-3, gt=0, doc="AdamW learning rate (constant)")
+    lr: float = param(1e-3, gt=0, doc="AdamW learning rate (the peak, with a schedule)")
     weight_decay: float = param(0.05, ge=0, doc="AdamW decoupled weight decay")
+    schedule: Literal["constant", "cosine"] = param(
+        "constant", identity="unless_default",
+        doc="learning rate over training, per step: constant: lr; cosine: after the warmup, cosine decay from lr to "
+        "min_lr at the last step (the official eurekaMoments runs: AdamW, warmup, cosine to min-lr 1e-6)",
+    )
+    warmup_steps: int = param(0, ge=0, identity="unless_default",
+                              doc="linear warmup: lr * step / warmup_steps for the first warmup_steps steps")
+    min_lr: float = param(0.0, ge=0, identity="unless_default", doc="cosine: the learning rate at the last step")
+
+    def validate(self) -> None:
+        if self.min_lr and self.schedule != "cosine":
+            raise ConfigError(("min_lr", "schedule"), f"min_lr applies to schedule cosine only; got min_lr "
+                                                      f"{self.min_lr:g} with schedule {self.schedule}")
+        if self.min_lr > self.lr:
+            raise ConfigError(("min_lr", "lr"), f"min_lr must not exceed lr; got min_lr {self.min_lr:g}, "
+                                                f"lr {self.lr:g}")
+        if self.warmup_steps >= self.steps:
+            raise ConfigError(("warmup_steps", "steps"), f"warmup_steps must be below steps; got {self.warmup_steps} "
+                                                         f"and {self.steps}")
+
+
+def scheduled_lr(peak: Any, step: int, tc: TrainConfig) -> Any:
+    """The learning rate of optimiser step `step` (1..steps) for a peak rate `peak` (a float, or a tensor of the
+    seed pack's per-member rates): linear warmup, then constant or cosine to tc.min_lr at the last step."""
+    if step <= tc.warmup_steps:
+        return peak * (step / tc.warmup_steps)
+    if tc.schedule == "constant":
+        return peak
+    progress = (step - tc.warmup_steps) / (tc.steps - tc.warmup_steps)  # (0, 1]: 1 at the last step
+    return tc.min_lr + (peak - tc.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -272,6 +303,9 @@ class EurekaTrainer(LoopTrainer):
         loss = F.cross_entropy(model(batch.inputs, batch.noise), batch.labels)
         state["optimizer"].zero_grad(set_to_none=True)
         loss.backward()
+        if tc.schedule != "constant" or tc.warmup_steps:
+            for group in state["optimizer"].param_groups:
+                group["lr"] = scheduled_lr(tc.lr, step, tc)
         state["optimizer"].step()
         return loss.detach()
 

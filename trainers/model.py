@@ -43,16 +43,26 @@ class ModelConfig:
     kernel: Kernel = param(
         "softmax",
         doc="softmax: softmax(QK^T/sqrt(D)); temperature: softmax(QK^T/temperature); normsoftmax: "
-        "softmax(QK^T / min(sqrt(D), s)) with s the per-row norm_stat of the logits; heat: softmax(m(t) QK^T/sqrt(D)) "
-        "with the multiplier m annealed over training; gaussian: exp(-||q-k||^2 / (2 sqrt(D)))",
+        "softmax(QK^T / min(sqrt(D), s)) with s the per-row norm_stat of the logits; heat: softmax(s(t) QK^T) with "
+        "the scale s(t) annealed over training in place of 1/sqrt(D); gaussian: exp(-||q-k||^2 / (2 sqrt(D)))",
     )
     temperature: float = param(1.0, gt=0, doc="temperature kernel: tau in softmax(QK^T / tau) (softmax is tau=sqrt(D))")
     norm_stat: Literal["var", "std"] = param(
-        "var", doc="normsoftmax: per-row statistic s of the logits (variance, as in the spec, or standard deviation)"
+        "var", doc="normsoftmax: per-row statistic s of the raw logits over the keys: var, the population variance "
+        "(the official norm_softmax), or std, torch.std (the official norm_softmax_std)"
     )
-    heat_start: float = param(3.0, gt=0, doc="heat: logit multiplier at step 0")
-    heat_end: float = param(0.125, gt=0, doc="heat: logit multiplier after the anneal (held to the end)")
-    heat_fraction: float = param(0.5, gt=0, le=1, doc="heat: fraction of training over which m is cosine-annealed")
+    heat_start: float = param(3.0, gt=0, doc="heat: the logit scale s at step 0, in the official code's units "
+                                             "(head width 64, where plain softmax's scale is 1/sqrt(64) = 0.125)")
+    heat_end: float = param(0.125, gt=0, doc="heat: the logit scale after the anneal, held to the end (official "
+                                             "units: 0.125 is plain softmax at head width 64)")
+    heat_fraction: float = param(0.5, gt=0, le=1, doc="heat: fraction of training over which s is cosine-annealed "
+                                                      "(the official half_cosine: 0.5)")
+    heat_units: Literal["relative", "absolute"] = param(
+        "relative", identity="unless_default",
+        doc="heat: relative: heat_start/heat_end are rescaled by sqrt(64)/sqrt(D), so the schedule means at head "
+        "width D what the official one means at 64 (3.0 -> 0.125 becomes 24/sqrt(D) -> 1/sqrt(D), ending as plain "
+        "softmax); absolute: the official values as they are, whatever D",
+    )
     gaussian_normalize: bool = param(True, doc="gaussian: divide each row by its sum (false: raw kernel values)")
     init_std: float = param(
         0.02, gt=0, doc="std of the normal init of every linear, embedding and position weight (GPT-2/timm ViT value)"
@@ -62,6 +72,14 @@ class ModelConfig:
         if self.width % self.heads:
             raise ConfigError(("width", "heads"), f"width must be divisible by heads; got width {self.width}, "
                                                   f"heads {self.heads}")
+
+    def semantics_version(self) -> str | None:
+        """What a config's kernel computes, when it changed (orchestrator.api: it enters the trial id): version 2 is
+        the heat schedule and NormSoftmax's population variance ported from the authors' code. Softmax, gaussian,
+        temperature and NormSoftmax with std compute what they always did, and keep their ids."""
+        if self.kernel == "heat" or (self.kernel == "normsoftmax" and self.norm_stat == "var"):
+            return "2"
+        return None
 
 
 # ---- attention kernels: q (B, H, Tq, D), k (B, H, T, D) -> weights (B, H, Tq, T) ----------------------------------
@@ -74,9 +92,10 @@ def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
     return e / e.sum(dim=-1, keepdim=True)
 
 
-def softmax_kernel(q: torch.Tensor, k: torch.Tensor, multiplier: float = 1.0) -> torch.Tensor:
-    logits = q @ k.transpose(-2, -1) * (multiplier / math.sqrt(q.size(-1)))  # (B, H, Tq, T)
-    return softmax_rows(logits)
+def softmax_kernel(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """softmax(scale * QK^T), scale 1/sqrt(D) unless given (the heat kernel gives its schedule's value)."""
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    return softmax_rows(q @ k.transpose(-2, -1) * scale)  # (B, H, Tq, T)
 
 
 def temperature_kernel(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Tensor:
@@ -84,18 +103,35 @@ def temperature_kernel(q: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Te
 
 
 def normsoftmax_kernel(q: torch.Tensor, k: torch.Tensor, stat: str = "var", eps: float = 1e-6) -> torch.Tensor:
+    """softmax(A / min(sqrt(D), s)), A = QK^T unscaled and s its spread over the keys, per (batch, head, query).
+
+    Port of boschresearch/eurekaMoments vit_timm0412.py, `Attention.forward`, attention_type norm_softmax
+    (s = mean((A - mean A)^2), the population variance) and norm_softmax_std (s = torch.std(A), unbiased). The one
+    difference: s is floored at `eps`, where the official code would divide by ~0 (all logits of a row equal).
+    """
     # Hoffmann et al. 2024: small logits make softmax nearly uniform and the Q/K gradients tiny (the plateau).
     # Dividing by the logits' own spread (capped at the usual sqrt(D)) keeps attention decisive from the start.
     logits = q @ k.transpose(-2, -1)  # (B, H, Tq, T)
-    spread = logits.var(dim=-1, keepdim=True) if stat == "var" else logits.std(dim=-1, keepdim=True)  # (B, H, Tq, 1)
+    population_var = stat == "var"
+    spread = (logits.var(dim=-1, keepdim=True, correction=0) if population_var
+              else logits.std(dim=-1, keepdim=True))  # (B, H, Tq, 1)
     return softmax_rows(logits / spread.clamp(min=eps, max=math.sqrt(q.size(-1))))
 
 
-def heat_multiplier(progress: float, start: float, end: float, fraction: float) -> float:
-    """Logit multiplier of the heat kernel: cosine from `start` to `end` over the first `fraction` of training."""
+def heat_scale(progress: float, start: float, end: float, fraction: float) -> float:
+    """The heat kernel's logit scale s(t) at `progress` = t/T: cosine from `start` to `end` over the first
+    `fraction` of training, then `end`.
+
+    Port of boschresearch/eurekaMoments helpers.py, `get_temperature_schedule` with 'half_cosine' (fraction 0.5)
+    and `CosineTemperatureScheduler._get_lr` (decay_rate 1): s = end + (start - end)/2 * (1 + cos(pi t / (T/2))).
+    The official schedule steps per epoch and engine.py passes temperatures[epoch] to training and evaluation; here
+    t is the optimiser step (an eval uses the schedule's value at that point of training)."""
     if progress >= fraction:
         return end
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress / fraction))
+
+
+OFFICIAL_HEAD_DIM = 64  # the ViT of the official heat runs: its 3.0 -> 0.125 is 24/sqrt(64) -> 1/sqrt(64)
 
 
 def gaussian_kernel(q: torch.Tensor, k: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -133,7 +169,11 @@ class Attention(nn.Module):
         if c.kernel == "normsoftmax":
             return normsoftmax_kernel(q, k, c.norm_stat)
         if c.kernel == "heat":
-            return softmax_kernel(q, k, heat_multiplier(self.progress, c.heat_start, c.heat_end, c.heat_fraction))
+            # vit_timm0412.py `Attention.forward`: the schedule's value replaces head_dim ** -0.5
+            scale = heat_scale(self.progress, c.heat_start, c.heat_end, c.heat_fraction)
+            if c.heat_units == "relative":
+                scale *= math.sqrt(OFFICIAL_HEAD_DIM / q.size(-1))
+            return softmax_kernel(q, k, scale)
         return gaussian_kernel(q, k, c.gaussian_normalize)
 
     def forward(self, x: torch.Tensor, n_out: int | None = None) -> torch.Tensor:
@@ -239,11 +279,17 @@ class Encoder(nn.Module):
         x = x + self.pos[: x.size(1)]
         return x if noise is None else x + noise
 
-    def forward(self, inputs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden(self, inputs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The final hidden state: the last block's output, before ln_out and the head. (B, T, C); (B, 1, C) with
+        readout "cls", whose last block computes only position 0."""
         x = self.embed(inputs, noise)  # (B, T, C)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, n_out=1 if (self.readout == "cls" and i == last) else None)
+        return x
+
+    def forward(self, inputs: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.hidden(inputs, noise)
         if self.readout == "cls":
             return self.head(self.ln_out(x[:, 0]))  # (B, n_classes)
         return self.head(self.ln_out(x))  # (B, T, n_classes)
@@ -316,10 +362,51 @@ def qkv_grad_norms(model: Encoder) -> dict[str, float]:
     return norms
 
 
+STABILITY_STEP = 1e-4  # the official --plot_stability perturbation: each weight moves by -1e-4 * sign(eps)
+
+
+def stability_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What the official measure perturbs: every parameter but biases, LayerNorms' and Admin's omega (the
+    official code skips names containing 'bias', 'layer_norm' or 'ratio', its name for omega)."""
+    norms = {id(p) for module in model.modules() if isinstance(module, nn.LayerNorm) for p in module.parameters()}
+    return [p for name, p in model.named_parameters()
+            if "bias" not in name and "omega" not in name and id(p) not in norms]
+
+
 @torch.no_grad()
-def output_change(model: nn.Module, inputs: torch.Tensor, rel_size: float, generator: torch.Generator) -> float:
-    """||F(theta + delta) - F(theta)|| / ||F(theta)|| for a random delta with ||delta_p|| = rel_size * ||p|| per
-    parameter tensor (Liu et al. 2020's measure of how much a deep model's output depends on its parameters)."""
+def stability_output_change(model: Encoder, inputs: torch.Tensor, generator: torch.Generator) -> tuple[float, float]:
+    """(||F(x, W) - F(x, W + delta)||^2, ||F(x, W) - F(x, W + delta)||): how far the final hidden state moves when
+    every weight moves by delta = -1e-4 * sign(eps), eps ~ N(0, 1) per element (Liu et al. 2020: O(N) in the
+    number N of residual sublayers for Post-LN, O(log N) for Pre-LN and Admin).
+
+    Port of LiyuanLucasLiu/Transformer-Clinic fairseq/fairseq/tasks/fairseq_task.py, `FairseqTask.train_step`
+    with --plot_stability (the branch without --gradient_as_delta: one batch, parameters moved in place), and
+    fairseq/fairseq/modules/transformer_layer.py, `TransformerEncoderLayer.forward`: the final encoder layer's
+    output x1 (before any output head) of the two forward passes, whose `diff.norm()` the official code logs;
+    the square is the quantity of the paper's analysis. The norm is taken over the whole batch, as there. Here the
+    model is in eval mode (no dropout) and the weights are restored afterwards."""
+    was_training = model.training
+    model.eval()
+    base = model.hidden(inputs)  # (B, T_out, C)
+    params = stability_parameters(model)
+    saved = [p.detach().clone() for p in params]
+    for p in params:
+        eps = torch.randn(p.shape, generator=generator)  # a CPU generator: the same delta on any device
+        p.add_(eps.sign().to(p.device, p.dtype), alpha=-STABILITY_STEP)
+    moved = model.hidden(inputs)
+    for p, s in zip(params, saved, strict=True):
+        p.copy_(s)
+    model.train(was_training)
+    distance = float((base - moved).norm())
+    return distance**2, distance
+
+
+@torch.no_grad()
+def relative_output_change(model: nn.Module, inputs: torch.Tensor, rel_size: float,
+                           generator: torch.Generator) -> float:
+    """||F(theta + delta) - F(theta)|| / ||F(theta)|| of the model's output (logits) for a random delta with
+    ||delta_p|| = rel_size * ||p|| for every parameter tensor: this project's earlier measure, kept beside the
+    official one (`stability_output_change`) under its own name."""
     was_training = model.training
     model.eval()
     base = model(inputs)

@@ -48,6 +48,7 @@ class Study(Protocol):
     claim: str
     criterion: str  # the success criterion, stated before the run
     tuning: str  # what had to be tuned to see the phenomenon at CPU size (and what was not), or ""
+    changes: str  # what changed in the trainer's definitions since the last report (from what to what), or ""
 
     def evaluate(self, run_dir: Path) -> Finding: ...
 

@@ -29,6 +29,7 @@ CURVE_COLUMNS = ("train_acc", *PAIR, *TO_COMMON, *TYPE_LOSSES)
 class CooccurrenceStudy:
     name: str = "cooccurrence"
     verb: str = "launch"  # python -m orchestrator <verb> sweeps/<name>.yaml
+    changes: str = ""  # what changed in the definitions since the last report, citing the source
     title: str = "Word co-occurrence: the MLP aligns first, then the attention between the two words grows"
     claim: str = ("A one-layer attention + linear MLP model learns in two phases: all samples are classified first "
                   "with attention nearly unchanged; then the mu1<->mu2 attention scores rise and mu3's fall "

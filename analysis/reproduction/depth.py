@@ -2,8 +2,9 @@
 output is more sensitive to a parameter perturbation the deeper it is.
 
 A trial fails to train when it diverged or ended below its success threshold. The amplification is read from
-each trial's first evaluation (step 0, at init): `output_change`, the relative output change under a small
-random parameter perturbation. Growth with depth N is compared with linear (N_max / N_min) and logarithmic
+each trial's first evaluation (step 0, at init): `output_change`, the official measure of Transformer-Clinic
+(the squared distance the final hidden state moves when every weight moves by -1e-4 sign(eps); trainers/model.py
+`stability_output_change`). Growth with depth N is compared with linear (N_max / N_min) and logarithmic
 (ln(N_max + 1) / ln(N_min + 1)) growth in log space.
 """
 
@@ -33,6 +34,12 @@ class DepthStudy:
                   "(Liu et al., 2020).")
     tuning: str = ("Steps cut from the trainer's 400 to 200 for CPU time (every successful pilot trial passed the "
                    "threshold by step 150); depths stop at 16 (the paper goes to 100+ layers on GPUs).")
+    changes: str = ("output_change is now the official measure: the squared distance the final hidden state (before "
+                    "the head) moves when every weight but biases, LayerNorms and Admin's omega moves by "
+                    "-1e-4 sign(eps) (LiyuanLucasLiu/Transformer-Clinic fairseq_task.py train_step --plot_stability, "
+                    "transformer_layer.py TransformerEncoderLayer.forward), instead of the relative change of the "
+                    "logits under a perturbation of every parameter by 1e-3 of its norm (kept as "
+                    "relative_output_change). Every trial logging it has a new id, so a relaunch runs it again.")
     post_ln_fail: float = 0.5
     others_succeed: float = 0.75
 

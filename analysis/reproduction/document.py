@@ -71,6 +71,8 @@ def _section(o: StudyOutcome, root: Path) -> list[str]:
                  f"(paper scale: `sweeps/{s.name}_cluster.yaml`)")
     if s.tuning:
         lines.append(f"- Task size and tuning: {s.tuning}")
+    if s.changes:
+        lines.append(f"- Changes since the last report: {s.changes}")
     if o.finding is None:
         return [*lines, "", f"**Verdict: not run.** {o.missing}", ""]
     if o.size:

@@ -35,6 +35,7 @@ class EurekaKernelStudy:
     min_seeds: int  # per kernel, pooled over the other axes
     check_plateau: bool = False  # also require the median detected plateau in PLATEAU_RANGE
     verb: str = "launch"  # python -m orchestrator <verb> sweeps/<name>.yaml
+    changes: str = ""  # what changed in the definitions since the last report, citing the source
 
     @property
     def criterion(self) -> str:
@@ -156,7 +157,13 @@ ROBUSTNESS = EurekaKernelStudy(
     "(Hoffmann et al., ICML 2024).",
     tuning="task.synonyms = 3 (the trainer's default since #3) creates the 55% plateau at width 64; with one "
     "synonym per class every softmax seed solves the task by step ~300 and there is nothing to compare. Nothing "
-    "else was tuned; the heat schedule is the trainer's default (logit multiplier 3 -> 1/8, cosine, first half).",
+    "else was tuned; the heat schedule is the trainer's default (the official half-cosine, relative to 1/sqrt(D)).",
+    changes="heat: the schedule's value now replaces 1/sqrt(D) and is rescaled to the head width (24/sqrt(D) -> "
+    "1/sqrt(D), ending as plain softmax) instead of multiplying 1/sqrt(D) by 3 -> 1/8, which ended at 1/8 of "
+    "softmax's scale (boschresearch/eurekaMoments helpers.py get_temperature_schedule 'half_cosine', "
+    "vit_timm0412.py Attention.forward); NormSoftmax: the divisor is the population variance of the logits over the "
+    "keys, not the unbiased one (5 keys: 1.25x smaller; vit_timm0412.py Attention.forward). Both kernels' trials have "
+    "new ids, so a relaunch runs them again; softmax's keep theirs.",
     kernels=("normsoftmax", "heat"),
     alpha=0.01,
     min_seeds=32,
@@ -167,6 +174,9 @@ EUREKA_IMAGES = EurekaKernelStudy(
     title="Eureka moments on the image task (scikit-learn digits tiles, small ViT)",
     claim="The same plateau near 55% and sudden jumps appear on the image version, and NormSoftmax beats softmax.",
     tuning="",
+    changes="NormSoftmax: the divisor is the population variance of the logits over the keys, not the unbiased one "
+    "(boschresearch/eurekaMoments vit_timm0412.py Attention.forward); its trials have new ids, so a relaunch runs "
+    "them again.",
     kernels=("normsoftmax",),
     alpha=0.05,
     min_seeds=16,

@@ -25,6 +25,7 @@ KERNEL, TRAINABLE, INIT = "model.kernel", "train.trainable", "model.init_std"
 class KernelStudy:
     name: str = "gaussian_vs_softmax"
     verb: str = "launch"  # python -m orchestrator <verb> sweeps/<name>.yaml
+    changes: str = ""  # what changed in the definitions since the last report, citing the source
     title: str = "Gaussian vs softmax attention when only W_Q, or only W_V, is trained"
     claim: str = ("Gaussian attention exp(-||q-k||^2/(2 sqrt d)) converges where softmax stalls when only W_Q is "
                   "trained; both converge when W_V is trained (Song et al., NeurIPS 2024).")

@@ -25,6 +25,7 @@ KERNEL, LR = "model.kernel", "train.lr"
 class RegionStudy:
     name: str = "robust_region"
     verb: str = "search"  # python -m orchestrator <verb> sweeps/<name>.yaml
+    changes: str = ""  # what changed in the definitions since the last report, citing the source
     title: str = "Optuna: where in learning rate is each kernel robust?"
     claim: str = ("Optuna finds the learning-rate region where each kernel is robust (succeeds for most seeds, "
                   "judged by a lower confidence bound), and NormSoftmax's region is wider than softmax's.")

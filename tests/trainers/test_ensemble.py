@@ -105,8 +105,11 @@ def test_normsoftmax_matches_until_its_own_chaos_takes_over(tmp_path: Path) -> N
         {"model": {"norm": "admin"}},
         {"model": {"norm": "admin", "admin_init": "closed_form", "kernel": "gaussian", "gaussian_normalize": False}},
         {"task": {"embed_noise": 0.1, "shuffle_positions": True, "indicator_groups": True, "p_match": 0.3}},
+        {"train": {"schedule": "cosine", "warmup_steps": 10, "min_lr": 1e-5}},
+        {"model": {"kernel": "heat", "heat_units": "absolute"}},
     ],
-    ids=["temperature", "heat", "gaussian", "normsoftmax-std-postln", "admin-profile", "admin-closed", "task-knobs"],
+    ids=["temperature", "heat", "gaussian", "normsoftmax-std-postln", "admin-profile", "admin-closed", "task-knobs",
+         "cosine-schedule", "heat-absolute"],
 )
 def test_every_kernel_norm_and_task_knob_matches_sequential(tmp_path: Path, overrides: dict[str, Any]) -> None:
     cfg = config(overrides)
@@ -166,6 +169,19 @@ def test_a_nan_member_leaves_the_stack_without_disturbing_the_others(tmp_path: P
         assert repr(hit[k].curve.to_dict()["metrics"]["val_loss"][:2]) == repr(clean[k].curve.metrics["val_loss"][:2])
         assert_same_trial(hit[k], clean[k], seeds[k])
     assert live[10] == ([0, 1, 2], 3) and live[11] == ([0, 2], 2) and live[40] == ([0, 2], 2)
+
+
+def test_a_pack_of_learning_rates_follows_each_members_own_schedule(tmp_path: Path) -> None:
+    """With train.schedule cosine (warmup, then decay to min_lr), each member of an lr pack follows the schedule of
+    its own peak lr, as the sequential trainer does, and the schedule changes the curve."""
+    schedule = {"schedule": "cosine", "warmup_steps": 8, "min_lr": 1e-4}
+    lrs, seeds = [1e-3, 3e-3], [0, 0]
+    configs = [config({"train": {"lr": lr, **schedule}}) for lr in lrs]
+    vec = TRAINER.run_pack(configs, seeds, contexts(tmp_path, 2))
+    for cfg, seed, result in zip(configs, seeds, vec, strict=True):
+        assert_same_trial(result, TRAINER.run(cfg, seed, TrialContext(workdir=tmp_path / "seq")), seed)
+    constant = TRAINER.run(config({"train": {"lr": 1e-3}}), 0, TrialContext(workdir=tmp_path / "const"))
+    assert constant.curve.metrics["val_loss"] != pytest.approx(vec[0].curve.metrics["val_loss"], rel=1e-6)
 
 
 def test_a_pack_may_sweep_the_learning_rate_and_each_member_keeps_its_own(tmp_path: Path) -> None:
