@@ -139,6 +139,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         details = backend.dry_run_details(trials)
         if details:
             print(details)
+        print("dry run: nothing launched")
         return EXIT_OK
 
     backend.preflight(run_dir, trials)
@@ -224,7 +225,6 @@ def _print_dry_run(spec: SweepSpec, trials: list[TrialSpec], run_dir: Path, back
         print(f"  {trial.trial_id}  {params}")
     if len(trials) > DRY_RUN_EXAMPLES:
         print(f"  ... and {len(trials) - DRY_RUN_EXAMPLES} more")
-    print("dry run: nothing launched")
 
 
 # ---- status -----------------------------------------------------------------------------------------------------

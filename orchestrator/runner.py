@@ -9,9 +9,11 @@ the trial's log and its evals to progress.jsonl (orchestrator/trial_io.py).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,22 +147,64 @@ def run_still_to_run(store: RunStore, pack: list[TrialSpec], launch_id: str, *, 
                         on_progress=on_progress) if todo else []
 
 
-def seed_packs(trials: list[TrialSpec], size: int) -> list[list[TrialSpec]]:
+# A pack cut down to fit the slots goes no smaller: measured per core (BENCHMARKS.md sections 2 and 8), K = 2 ran at
+# 0.79x the sequential rate, K = 4 at 1.00x, K = 8 at 1.04-1.08x, so below 8 a split pack gains nothing.
+MIN_SPLIT_PACK = 8
+
+
+def seed_packs(trials: list[TrialSpec], size: int, slots: int = 1) -> list[list[TrialSpec]]:
     """Group trials whose configs are identical but for the seed and the trainer's `pack_varies` keys (e.g. the
-    Eureka trainer's train.lr) into packs of at most `size`, each pack in (config, seed) order."""
+    Eureka trainer's train.lr) into packs, each in (config, seed) order: a group of n becomes ceil(n / k) packs
+    whose sizes differ by at most one (17 with k = 16: 9 + 8), k = `pack_size` (below `size` when there are more
+    slots than packs). A group cut down for the slots into packs smaller than MIN_SPLIT_PACK runs as single trials,
+    which are faster."""
     if size <= 1:
         return [[trial] for trial in trials]
+    groups = pack_groups(trials)
+    k = pack_size([len(members) for members in groups], size, slots)
+    packs = []
+    for members in groups:
+        count = -(-len(members) // k)
+        base, extra = divmod(len(members), count)
+        if k < size and base < MIN_SPLIT_PACK:
+            packs.extend([trial] for trial in members)
+            continue
+        bounds = [0]
+        for index in range(count):
+            bounds.append(bounds[-1] + base + (1 if index < extra else 0))
+        packs.extend(members[a:b] for a, b in itertools.pairwise(bounds))
+    return packs
+
+
+def pack_groups(trials: list[TrialSpec]) -> list[list[TrialSpec]]:
+    """The trials that may share a pack, each group in (config, seed) order."""
     varies = {name: set(trainer.pack_varies) if isinstance(trainer := get_trainer(name), PackTrainer) else set()
               for name in {t.trainer for t in trials}}
     groups: dict[str, list[TrialSpec]] = {}
     for trial in trials:
         shared = {k: v for k, v in schema.flatten(trial.config).items() if k not in varies[trial.trainer]}
         groups.setdefault(trial.trainer + canonical_json(shared), []).append(trial)
-    packs = []
     for members in groups.values():
         members.sort(key=lambda t: (canonical_json(t.config), t.seed))
-        packs.extend(members[i: i + size] for i in range(0, len(members), size))
-    return packs
+    return list(groups.values())
+
+
+def pack_size(group_sizes: list[int], size: int, slots: int) -> int:
+    """K_eff, the largest pack size k <= `size` that still gives every slot a unit of work (sum over groups of
+    ceil(n / k) >= min(slots, trials)): a group is split rather than leave a slot idle."""
+    target = min(slots, sum(group_sizes))
+    return next((k for k in range(size, 0, -1) if sum(-(-n // k) for n in group_sizes) >= target), 1)
+
+
+def describe_packs(trials: list[TrialSpec], size: int, slots: int) -> str:
+    """What `seed_packs` makes of a sweep on `slots` slots, and why (for --dry-run)."""
+    k = pack_size([len(members) for members in pack_groups(trials)], size, slots)
+    packs = seed_packs(trials, size, slots)
+    made = ", ".join(f"{n} of {m}" for m, n in sorted(Counter(len(p) for p in packs).items(), reverse=True))
+    why = (f"seeds_per_trial = {size} already gives each of {slots} slot(s) work" if k == size else
+           f"packs cut from {size} seeds so that each of {slots} slots gets work; a group whose packs would be "
+           f"smaller than {MIN_SPLIT_PACK} runs as single trials, which are faster")
+    return f"seed packs: {len(packs)} units ({made} seeds): {why}"
 
 
 def failed_record(trial: TrialSpec, launch_id: str, error: str, attempt: int, started_at: str,

@@ -221,3 +221,26 @@ def test_the_log_is_capped_per_attempt_but_a_traceback_is_always_written(tmp_pat
     assert lines[0] == "== attempt 1 ==" and lines[1:12] == [f"line {i:03d}" for i in range(11)]
     assert lines[13].startswith("[log capped at 100 bytes") and lines[-1] == "Traceback: the end"
     assert len(lines) == 15
+
+
+@pytest.mark.parametrize(("seeds", "slots", "expected"), [
+    (16, 1, [16]),  # one slot: the pack as asked
+    (16, 2, [8, 8]),  # two slots: split, balanced; 8 is the smallest split that still pays
+    (17, 2, [9, 8]),  # as asked (16) gives two packs already: balanced, not 16 + 1
+    (20, 2, [10, 10]),
+    (12, 2, [1] * 12),  # 6 + 6 would gain nothing over single trials
+    (3, 4, [1, 1, 1]),
+    (40, 2, [14, 13, 13]),  # 16 at most: three packs
+])
+def test_pack_sizes_follow_the_work_and_the_slots(seeds: int, slots: int, expected: list[int]):
+    trials = [spec(f"s{s}", seed=s) for s in range(seeds)]
+    packs = seed_packs(trials, 16, slots)
+    assert [len(p) for p in packs] == expected
+    assert [t.seed for p in packs for t in p] == list(range(seeds))  # every trial once, in seed order
+
+
+def test_several_groups_fill_the_slots_before_any_is_split():
+    trials = [spec(f"a{s}", seed=s) for s in range(8)] + [spec(f"b{s}", seed=s, steps=5) for s in range(8)]
+    assert [len(p) for p in seed_packs(trials, 8, 2)] == [8, 8]  # two groups, two slots: nothing to split
+    assert [len(p) for p in seed_packs(trials, 8, 4)] == [1] * 16  # 4 + 4 per group gains nothing: singles
+    assert [len(p) for p in seed_packs(trials * 2, 16, 4)] == [8, 8, 8, 8]  # 16 per group: 8 + 8

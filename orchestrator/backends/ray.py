@@ -32,7 +32,7 @@ from orchestrator.backends.base import Backend, Handle
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
 from orchestrator.records import TrialRecord
-from orchestrator.runner import error_tail, failed_record, run_still_to_run, seed_packs
+from orchestrator.runner import describe_packs, error_tail, failed_record, run_still_to_run, seed_packs
 from orchestrator.store import RunStore, now_iso
 from orchestrator.tables import BackgroundRefresh
 
@@ -165,8 +165,9 @@ class RayBackend(Backend):
         from ray import tune
 
         with self.session():
-            packs = seed_packs(trials, self.config.seeds_per_trial)
-            workers = self._worker_count(len(packs), ray.cluster_resources())
+            slots = self._worker_count(len(trials), ray.cluster_resources())
+            packs = seed_packs(trials, self.config.seeds_per_trial, slots)  # never fewer packs than slots
+            workers = min(len(packs), slots)
             queue = ray.remote(num_cpus=0)(TrialQueue).remote([[t.to_dict() for t in pack] for pack in packs],
                                                               workers)
             trainable = tune.with_resources(
@@ -189,6 +190,15 @@ class RayBackend(Backend):
             )
             tuner.fit()
         return Handle(store, [t.trial_id for t in trials], launch_id)
+
+    def dry_run_details(self, trials: list[TrialSpec]) -> str:
+        if self.config.seeds_per_trial <= 1:
+            return ""
+        if self.config.address:
+            return (f"seed packs of up to {self.config.seeds_per_trial}, cut to give every slot of the cluster work "
+                    f"(its slots are counted when the launch connects)")
+        slots = self._worker_count(len(trials), {"CPU": float(os.cpu_count() or 1), "GPU": 0.0})
+        return describe_packs(trials, self.config.seeds_per_trial, slots) + " (this machine's CPUs)"
 
     def _worker_count(self, n_trials: int, cluster: dict[str, float]) -> int:
         """As many workers as the cluster has slots for one trial's resources, capped by max_concurrent."""

@@ -86,11 +86,11 @@ def _trial(seed: int, kernel: str) -> TrialSpec:
     return TrialSpec(f"{kernel}-{seed}", "eureka", seed, config, {"seed": seed, "model.kernel": kernel})
 
 
-@pytest.mark.parametrize("per_job, expected", [(8, [8, 6, 6]), (3, [4, 4, 2, 4, 4, 2]), (100, [20])])
+@pytest.mark.parametrize("per_job, expected", [(8, [7, 7, 6]), (3, [4, 3, 3, 4, 3, 3]), (100, [20])])
 def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
     """With seeds_per_trial K a task holds max(1, trials_per_job // K) whole packs: no pack is split across tasks,
-    so each trains vectorized in one process. 2 configs x 10 seeds with K = 4: packs of 4, 4, 2 per config, and
-    trials_per_job 8 puts two packs in a task."""
+    so each trains vectorized in one process. 2 configs x 10 seeds with K = 4: balanced packs of 4, 3, 3 per
+    config, and trials_per_job 8 puts two packs in a task."""
     from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.runner import seed_packs
 

@@ -256,8 +256,8 @@ def test_seed_packs_mix_the_eureka_trainers_learning_rates_and_nothing_else() ->
 
     trials = [trial(s, lr) for lr in (3e-3, 1e-3) for s in (1, 0)] + [trial(0, 1e-3, "normsoftmax")]
     packs = seed_packs(trials, 3)
-    assert [[t.trial_id for t in p] for p in packs] == [
-        ["softmax-0.001-0", "softmax-0.001-1", "softmax-0.003-0"], ["softmax-0.003-1"], ["normsoftmax-0.001-0"]]
+    assert [[t.trial_id for t in p] for p in packs] == [  # 4 softmax trials in 2 balanced packs
+        ["softmax-0.001-0", "softmax-0.001-1"], ["softmax-0.003-0", "softmax-0.003-1"], ["normsoftmax-0.001-0"]]
 
 
 def test_the_eureka_trainer_vectorizes_packs_through_the_runner(tmp_path: Path) -> None:
