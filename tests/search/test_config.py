@@ -35,7 +35,7 @@ def eureka_search(tmp_path: Path, space: str, more: str = "") -> Path:
     ("train.lr: [1.0e-5, 1.0e-2]", "search.space.train.lr", "a distribution is one of: {log_uniform: [low, high]}"),
     ("model.kernel: {categorical: [softmax, bogus]}", "search.space.model.kernel",
      "got 'bogus'; allowed: " + ", ".join(typing.get_args(typing.get_type_hints(ModelConfig)["kernel"]))),
-    ("train.warmup_steps: {int: [0, 500]}", "search.space.train.warmup_steps",
+    ("train.warmup_epochs: {int: [0, 500]}", "search.space.train.warmup_epochs",
      "not a config key of trainer eureka: no such key in train"),
     ("train.steps: {uniform: [10, 50]}", "search.space.train.steps",
      "uniform needs a number key; train.steps is int: use int or log_int"),
