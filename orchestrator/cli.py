@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     launch.set_defaults(command=cmd_launch)
 
-    status = commands.add_parser("status", help="counts by state, ETA, failures with their error tails")
+    status = commands.add_parser("status", help="counts by state, ETA, running trials' latest evals, failures")
     status.add_argument("run_dir", type=Path)
     status.set_defaults(command=cmd_status)
 
