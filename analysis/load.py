@@ -60,7 +60,8 @@ def load_run(
 
 
 def read_running(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, curves) of the trials still running: what their progress files hold (see `load_run`)."""
+    """(trials, curves) of the trials without a record that have reported evals (see `load_run`): running now,
+    or cut off (a killed worker) and not yet run again; `status` tells the two apart."""
     from orchestrator.store import RunStore
     from orchestrator.trial_io import read_progress
 

@@ -414,6 +414,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     store = _store_with_records(args.run_dir)
     if store is None:
         return EXIT_BAD_INPUT
+    if args.tensorboard.exists() and any(args.tensorboard.iterdir()):
+        print(f"error: --tensorboard {args.tensorboard}: not empty; give a new or empty folder (events added to an "
+              f"earlier export would show every point twice)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     trials, groups = export_tensorboard(store, args.tensorboard)
     print(f"{trials} trials in {groups} configurations: tensorboard --logdir {args.tensorboard}")
     return EXIT_OK

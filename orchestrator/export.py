@@ -29,7 +29,9 @@ def group_name(row: pd.Series, axes: list[str]) -> str:
 
 
 def export_tensorboard(store: RunStore, out: Path) -> tuple[int, int]:
-    """Write the events; returns (trials, configurations) exported."""
+    """Write the events; returns (trials, configurations) exported. Two trials with the same configuration and seed
+    (from earlier plans) get runs named after their ids too. `out` must be empty or new: events appended to an
+    earlier export would show every point twice."""
     from torch.utils.tensorboard import SummaryWriter
 
     store.refresh_tables()
@@ -38,16 +40,21 @@ def export_tensorboard(store: RunStore, out: Path) -> tuple[int, int]:
     axes = sorted({key for entry in store.read_plan() for key in entry.get("params", {})} - {"seed"})
     trials["group"] = trials.apply(group_name, axis=1, axes=axes)
     metrics = [c for c in curves.columns if c not in CURVE_KEYS]
-    by_trial = dict(tuple(curves.groupby("trial_id", observed=True)))
-    for row in trials.itertuples(index=False):
-        curve = by_trial.get(row.trial_id)
+    by_trial = {str(tid): part.sort_values("step") for tid, part in curves.groupby("trial_id", observed=True)}
+    taken = trials.groupby(["group", "seed"])["trial_id"].transform("size") > 1
+    exported, groups = 0, set()
+    for row, shared in zip(trials.to_dict("records"), taken, strict=True):
+        curve = by_trial.get(str(row["trial_id"]))
         if curve is None:
             continue
-        writer = SummaryWriter(log_dir=str(out / row.group / f"seed={row.seed}"))
-        for point in curve.sort_values("step").itertuples(index=False):
-            for metric in metrics:
-                value = getattr(point, metric)
+        name = f"seed={row['seed']}" + (f",trial={row['trial_id']}" if shared else "")
+        writer = SummaryWriter(log_dir=str(out / row["group"] / name))
+        steps = curve["step"].to_numpy()
+        for metric in metrics:
+            for step, value in zip(steps, curve[metric].to_numpy(), strict=True):
                 if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                    writer.add_scalar(metric, float(value), global_step=int(point.step))
+                    writer.add_scalar(metric, float(value), global_step=int(step))
         writer.close()
-    return len(trials), trials["group"].nunique()
+        exported += 1
+        groups.add(row["group"])
+    return exported, len(groups)

@@ -24,8 +24,8 @@ class Progress:
 
     @property
     def done(self) -> float:
-        """Trials on the bar: finished ones, plus the fractions of running ones."""
-        return float(self._bar.n)
+        """Trials done: finished ones, plus the fractions of running ones (what the bar shows)."""
+        return sum(self.counts.values()) + sum(self._partial.values())
 
     def trial_progress(self, trial_id: str, fraction: float) -> None:
         """A running trial has done `fraction` of its steps (reports may come in any order; the bar never goes
@@ -38,9 +38,12 @@ class Progress:
             self._move()
 
     def trial_finished(self, status: str, trial_id: str | None = None) -> None:
-        self.counts[status] += 1
+        """A trial's record is written; one reported twice (a dead Ray worker's batch) counts once."""
         if trial_id is not None:
+            if trial_id in self._finished:
+                return
             self._finished.add(trial_id)
+        self.counts[status] += 1
         self._bar.set_postfix(completed=self.counts["completed"], diverged=self.counts["diverged"],
                               failed=self.counts["failed"], refresh=False)
         self._partial.pop(trial_id, None)
@@ -49,7 +52,7 @@ class Progress:
     def _move(self) -> None:
         """Put the bar at finished trials + running fractions, recomputed (not summed step by step, which drifts:
         the last trial would end at 3.9999 of 4)."""
-        self._bar.update(sum(self.counts.values()) + sum(self._partial.values()) - self._bar.n)
+        self._bar.update(self.done - self._bar.n)
 
     def close(self) -> None:
         self._bar.close()

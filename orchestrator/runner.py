@@ -166,7 +166,7 @@ def seed_packs(trials: list[TrialSpec], size: int, slots: int = 1) -> list[list[
     for members in groups:
         count = -(-len(members) // k)
         base, extra = divmod(len(members), count)
-        if k < size and base < MIN_SPLIT_PACK:
+        if k < size and count > 1 and base < MIN_SPLIT_PACK:
             packs.extend([trial] for trial in members)
             continue
         bounds = [0]

@@ -190,7 +190,7 @@ def to_dict(instance: Any, *, identity_only: bool = False) -> dict[str, Any]:
             continue
         out[f.name] = to_dict(value, identity_only=identity_only) if dataclasses.is_dataclass(value) else value
     version = getattr(instance, "semantics_version", None)
-    if identity_only and version is not None and (declared := version()) is not None:
+    if identity_only and callable(version) and (declared := version()) is not None:
         out[SEMANTICS_KEY] = str(declared)
     return out
 

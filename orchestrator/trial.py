@@ -69,9 +69,10 @@ class TrialLog(io.TextIOBase):
     """A trial's log, `trials/<id>/log.txt`: everything the trial writes, one attempt after another.
 
     The file is made on the first write, so a trial that prints nothing costs no file; the attempt's `header`
-    line comes first. An attempt writes at most LOG_CAP_BYTES (then one line says the rest was dropped), except
-    through `write_always` (the traceback of a failure). Writes from several threads (a program's stdout and
-    stderr) do not interleave within a write; the file is line-buffered and never fsynced.
+    line comes first. Through this stream an attempt writes at most LOG_CAP_BYTES characters (then one line says
+    the rest was dropped), except through `write_always` (the traceback of a failure); a command trainer's program
+    appends to the same file itself (trainers/command.py). Writes from several threads do not interleave within a
+    write; the file is line-buffered and never fsynced; a write after `close` is dropped.
     """
 
     def __init__(self, path: Path, header: str = "", cap_bytes: int = LOG_CAP_BYTES) -> None:
@@ -85,6 +86,8 @@ class TrialLog(io.TextIOBase):
 
     def write(self, text: str) -> int:
         with self._lock:
+            if self.closed:
+                return len(text)
             if self._written + len(text) > self.cap_bytes:
                 if not self._dropped:
                     self._file().write(f"\n[log capped at {self.cap_bytes} bytes for this attempt; the rest of "
@@ -96,6 +99,8 @@ class TrialLog(io.TextIOBase):
 
     def write_always(self, text: str) -> None:
         with self._lock:
+            if self.closed:
+                return
             self._file().write(text if text.endswith("\n") else text + "\n")
 
     def flush(self) -> None:

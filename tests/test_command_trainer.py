@@ -22,7 +22,7 @@ from orchestrator.cli import main
 from orchestrator.spec import load_spec
 from orchestrator.store import RunStore
 from tests.conftest import REPO
-from trainers.command import Rows, metric_row
+from trainers.command import FileTail, Rows, metric_row
 
 SCRIPT = REPO / "examples" / "command" / "train.py"
 EXAMPLE = REPO / "examples" / "command" / "sweep.yaml"
@@ -175,6 +175,7 @@ BAD = [
     ('["{python}", "{script}"]', {"sweep": "sweep: {train.lrr: [1, 2]}\n"}, "sweep.train.lrr"),
     ('["{python}", "{script}"]', {"extra": "  diverge_above: {val_loss: 3.0}\n"},
      "'val_loss' is not a declared metric"),
+    ('["{python}", "{script}"]', {"extra": "  metrics_file: metrics.jsonl\n"}, "would be shared by every trial"),
 ]
 
 
@@ -324,3 +325,16 @@ def test_metrics_can_come_from_a_file_the_program_writes(tmp_path: Path):
     (record,) = RunStore(run_dir).records().values()
     assert record.curve == {"steps": [0, 5, 10], "metrics": {"train_loss": [1.0, 0.5, 0.0], "val_acc": [0.0, 0.5, 1.0]}}
     assert record.success and record.eureka_step == 10
+
+
+def test_a_tail_reads_whole_lines_starts_over_on_a_rewritten_file_and_takes_a_last_partial_line(tmp_path: Path):
+    path = tmp_path / "m.jsonl"
+    tail = FileTail(path)
+    assert tail.new_lines() == []  # not there yet
+    path.write_text('{"step": 0}\n{"step": 1}\n{"st')
+    assert tail.new_lines() == ['{"step": 0}', '{"step": 1}']  # the torn line waits
+    path.write_text('{"step": 0, "a": 1}\n')  # rewritten (opened with "w" by a restarted program): shorter
+    assert tail.new_lines() == ['{"step": 0, "a": 1}']
+    with open(path, "a") as handle:
+        handle.write('{"step": 5, "a": 2}')  # the last line, no newline: the program has exited
+    assert tail.new_lines() == [] and tail.new_lines(final=True) == ['{"step": 5, "a": 2}']

@@ -30,3 +30,5 @@ def test_every_curve_is_exported_grouped_by_configuration_with_seeds_as_runs(tmp
             logged = [(e.step, e.value) for e in events.Scalars(metric)]
             assert [s for s, _ in logged] == [s for s, _ in points]
             assert [v for _, v in logged] == pytest.approx([v for _, v in points], rel=1e-6)  # float32 in events
+    assert main(["export", str(run_dir), "--tensorboard", str(out)]) == 2  # not into an earlier export
+    assert "not empty" in capsys.readouterr().err

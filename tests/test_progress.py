@@ -18,5 +18,6 @@ def test_running_trials_move_the_bar_and_a_finished_trial_counts_one_in_all():
     assert progress.done == pytest.approx(1.5)
     progress.trial_finished("failed", "b")
     progress.trial_finished("completed")  # a backend that reports no fractions
+    progress.trial_finished("failed", "b")  # reported again (a dead Ray worker's batch): counted once
     assert progress.done == pytest.approx(3.0) and progress.counts == {"completed": 2, "failed": 1}
     progress.close()

@@ -244,3 +244,5 @@ def test_several_groups_fill_the_slots_before_any_is_split():
     assert [len(p) for p in seed_packs(trials, 8, 2)] == [8, 8]  # two groups, two slots: nothing to split
     assert [len(p) for p in seed_packs(trials, 8, 4)] == [1] * 16  # 4 + 4 per group gains nothing: singles
     assert [len(p) for p in seed_packs(trials * 2, 16, 4)] == [8, 8, 8, 8]  # 16 per group: 8 + 8
+    small = [spec(f"c{s}", seed=s, steps=7) for s in range(3)]
+    assert [len(p) for p in seed_packs(small + trials * 3, 16, 6)] == [3, 8, 8, 8, 8, 8, 8]  # 3 not cut: one pack

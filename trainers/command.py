@@ -105,6 +105,10 @@ class CommandConfig:
                 if name not in allowed:
                     raise ConfigError(("command",), f"unknown placeholder {{{name}}} in {text!r}; allowed: "
                                                     f"{', '.join(f'{{{n}}}' for n in sorted(allowed))}")
+        if self.metrics_file and not any(f"{{{name}}}" in self.metrics_file
+                                         for name in ("trial_dir", "trial_id", "checkpoint_dir")):
+            raise ConfigError(("metrics_file",), f"{self.metrics_file!r} would be shared by every trial; put it in "
+                                                 f"the trial's folder, e.g. '{{trial_dir}}/metrics.jsonl'")
         _check_program(self.command, Path(self.cwd or "."))
         for metric in self.diverge_above:
             if metric not in self.metrics:
@@ -292,11 +296,13 @@ def _started(argv: list[str], cwd: str | None, threads: int,
     it can checkpoint). On exit the program is stopped if it still runs, and a SIGTERM received is delivered again
     to this process's own handler once the program is done."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    parent = os.getpid()
     program = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=output,
-                               stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                               stderr=subprocess.STDOUT, preexec_fn=lambda: _die_with_parent(parent))
     terminated = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+    forwarding = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous: Any = None
+    if forwarding:
         def forward(signum: int, frame: Any) -> None:
             terminated.set()
             with contextlib.suppress(ProcessLookupError):
@@ -306,8 +312,8 @@ def _started(argv: list[str], cwd: str | None, threads: int,
     try:
         yield program, terminated
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if forwarding:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         stop(program)
         if terminated.is_set():
             os.kill(os.getpid(), signal.SIGTERM)  # what this process does on SIGTERM (submitit, the default: exit)
@@ -328,10 +334,13 @@ def stop(program: subprocess.Popen[bytes]) -> None:
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the thread that started it dies (a killed worker leaves no orphan)."""
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: SIGTERM when the thread that started it dies (a killed worker leaves no orphan);
+    a parent that died before the call is caught by the pid check after it."""
     if _LIBC is not None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(143)
 
 
 def _follow(program: subprocess.Popen[bytes], terminated: threading.Event, config: Any, rows: Rows,
@@ -343,9 +352,9 @@ def _follow(program: subprocess.Popen[bytes], terminated: threading.Event, confi
     deadline = time.monotonic() + config.timeout_s if config.timeout_s else math.inf
     reason: str | None = None
 
-    def read_new() -> None:
+    def read_new(final: bool = False) -> None:
         nonlocal reason
-        for text in source.new_lines():
+        for text in source.new_lines(final):
             if (row := metric_row(text)) is None:
                 continue
             rows.add(*row)
@@ -355,9 +364,12 @@ def _follow(program: subprocess.Popen[bytes], terminated: threading.Event, confi
     while reason is None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             program.wait(POLL_S)
-        read_new()
+        read_new(final=program.returncode is not None)
         if program.returncode is not None:
             break
+        if terminated.is_set():  # forwarded to the program: it gets TERM_GRACE_S to checkpoint, then SIGKILL
+            stop(program)
+            continue
         if time.monotonic() > deadline:
             stop(program)
             raise CommandFailed(f"ran past timeout_s={config.timeout_s:g}; stopped" + _log_tail(log.path, log_start))
@@ -444,19 +456,23 @@ class Rows:
 
 
 class FileTail:
-    """The complete lines appended to a file since the last call (from its start on the first; it may not exist)."""
+    """The complete lines appended to a file since the last call (from its start on the first; it may not exist).
+    A file that shrank was rewritten: it is read again from its start. With `final`, a last line without a newline
+    counts too (the program has exited)."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.offset = path, 0
 
-    def new_lines(self) -> list[str]:
+    def new_lines(self, final: bool = False) -> list[str]:
         try:
             with open(self.path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size < self.offset:
+                    self.offset = 0
                 handle.seek(self.offset)
                 data = handle.read()
         except FileNotFoundError:
             return []
-        end = data.rfind(b"\n") + 1
+        end = len(data) if final else data.rfind(b"\n") + 1
         self.offset += end
         return data[:end].decode("utf-8", "replace").splitlines()
 

@@ -289,14 +289,13 @@ class SeedEnsemble:
         it: p = p_before + lr_k * (p_lr1 - p_before). Equal to a per-member AdamW up to rounding.
         """
         tc = self.config.train
-        scheduled = tc.schedule != "constant" or tc.warmup_steps
         if self.member_lrs is None:
-            if scheduled:
+            if tc.scheduled:
                 for group in self.optimizer.param_groups:
                     group["lr"] = scheduled_lr(tc.lr, step, tc)
             self.optimizer.step()
             return
-        rates = scheduled_lr(self.member_lrs, step, tc) if scheduled else self.member_lrs  # (R,)
+        rates = scheduled_lr(self.member_lrs, step, tc) if tc.scheduled else self.member_lrs  # (R,)
         before = {name: p.detach().clone() for name, p in self.params.items()}
         self.optimizer.step()
         with torch.no_grad():

@@ -129,6 +129,11 @@ class TrainConfig(TrainSection):
                               doc="linear warmup: lr * step / warmup_steps for the first warmup_steps steps")
     min_lr: float = param(0.0, ge=0, identity="unless_default", doc="cosine: the learning rate at the last step")
 
+    @property
+    def scheduled(self) -> bool:
+        """Whether the learning rate changes over training (a warmup or a decay)."""
+        return self.schedule != "constant" or self.warmup_steps > 0
+
     def validate(self) -> None:
         if self.min_lr and self.schedule != "cosine":
             raise ConfigError(("min_lr", "schedule"), f"min_lr applies to schedule cosine only; got min_lr "
@@ -303,7 +308,7 @@ class EurekaTrainer(LoopTrainer):
         loss = F.cross_entropy(model(batch.inputs, batch.noise), batch.labels)
         state["optimizer"].zero_grad(set_to_none=True)
         loss.backward()
-        if tc.schedule != "constant" or tc.warmup_steps:
+        if tc.scheduled:
             for group in state["optimizer"].param_groups:
                 group["lr"] = scheduled_lr(tc.lr, step, tc)
         state["optimizer"].step()

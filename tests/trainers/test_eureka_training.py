@@ -47,7 +47,10 @@ def exact(curve: Curve) -> str:
 
 
 def test_normsoftmax_learns_the_single_synonym_task(tmp_path: Path) -> None:
-    result = TRAINER.run(config(), seed=0, ctx=TrialContext(workdir=tmp_path))
+    # float64: with the population variance as its divisor, this seed's float32 run is chaotic enough that the CPU's
+    # kernels decide it (val_acc 1.0 at step 200 on AVX-512 and generic kernels, 0.65 on AVX2); in float64 it ends
+    # at 0.98-1.0 on all three code paths
+    result = TRAINER.run(config({"train": {"dtype": "float64"}}), seed=0, ctx=TrialContext(workdir=tmp_path))
     m = result.curve.metrics
     assert result.status == "completed" and result.steps_run == 200
     assert result.curve.steps == [0, 50, 100, 150, 200]
