@@ -86,30 +86,51 @@ def _trial(seed: int, kernel: str) -> TrialSpec:
     return TrialSpec(f"{kernel}-{seed}", "eureka", seed, config, {"seed": seed, "model.kernel": kernel})
 
 
-@pytest.mark.parametrize("per_job, expected", [(8, [7, 7, 6]), (3, [4, 3, 3, 4, 3, 3]), (100, [20])])
+@pytest.mark.parametrize("per_job, expected", [(8, [7, 7, 6]), (3, [4, 3, 3, 4, 3, 3]), (100, [10, 10])])
 def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
-    """With seeds_per_trial K a task holds max(1, trials_per_job // K) whole packs: no pack is split across tasks,
-    so each trains vectorized in one process. 2 configs x 10 seeds with K = 4: balanced packs of 4, 3, 3 per
-    config, and trials_per_job 8 puts two packs in a task."""
+    """With seeds_per_trial K a task holds at most max(1, trials_per_job // K) whole packs: no pack is split across
+    tasks, so each trains vectorized in one process. 2 configs x 10 seeds with K = 4 on 2 slots: balanced packs of
+    4, 3, 3 per config; trials_per_job 8 puts two packs in a task, and 100 would put all six in one task but the
+    two slots get three each."""
     from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.runner import seed_packs
 
     trials = [_trial(seed, k) for seed in range(10) for k in ("softmax", "normsoftmax")]  # a config's seeds apart
-    backend = SlurmBackend(_config(seeds_per_trial=4, trials_per_job=per_job))
+    backend = SlurmBackend(_config(seeds_per_trial=4, trials_per_job=per_job, slots=2))
     chunks = backend.task_chunks(trials)
     assert [len(c) for c in chunks] == expected
     assert sorted(t.trial_id for c in chunks for t in c) == sorted(t.trial_id for t in trials)
     ids = [[t.trial_id for t in chunk] for chunk in chunks]
-    for unit in seed_packs(trials, 4):  # every pack sits, contiguous and in seed order, inside one task
+    for unit in seed_packs(trials, 4, 2):  # every pack sits, contiguous and in seed order, inside one task
         members = [t.trial_id for t in unit]
         assert sum(any(c[i:i + len(members)] == members for i in range(len(c))) for c in ids) == 1
-    packed = SlurmBackend(_config(seeds_per_trial=1, trials_per_job=per_job))
-    assert [len(c) for c in packed.task_chunks(trials)] == [len(c) for c in pack(trials, per_job)]
+    unpacked = SlurmBackend(_config(seeds_per_trial=1, trials_per_job=per_job, slots=2))
+    assert [len(c) for c in unpacked.task_chunks(trials)] == [len(c) for c in pack(trials, per_job)]
 
 
-def _config(*, seeds_per_trial: int, trials_per_job: int) -> BackendConfig:
+@pytest.mark.parametrize("seeds, slots, per_job, units", [
+    (16, 2, 16, [[8], [8]]),                 # one pack of 16 would leave a slot idle: two packs of 8, one per task
+    (16, 64, 10, [[1]] * 16),                # packs of 1 are all the slots allow, and below 8 singles are faster
+    (64, 2, 64, [[16, 16], [16, 16]]),       # K as asked (4 packs >= 2 slots), two per task rather than all in one
+    (17, 2, 32, [[9], [8]]),                 # balanced: 9 + 8
+    (64, 2, 16, [[16]] * 4),                 # the cap: trials_per_job 16 holds one pack of 16 a task
+])
+def test_packs_and_tasks_are_cut_for_the_slots(seeds: int, slots: int, per_job: int, units: list[list[int]]):
+    """On SLURM the slots are `array_parallelism`: packs are cut as on Ray (never fewer packs than slots while a
+    group can be split), and the tasks are never fewer than min(slots, packs), so no slot waits while a task runs
+    two packs in sequence."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+
+    trials = [_trial(seed, "softmax") for seed in range(seeds)]
+    backend = SlurmBackend(_config(seeds_per_trial=16, trials_per_job=per_job, slots=slots))
+    plan = backend.task_units(trials)
+    assert [[len(unit) for unit in task] for task in plan] == units
+    assert sorted(t.trial_id for task in plan for unit in task for t in unit) == sorted(t.trial_id for t in trials)
+
+
+def _config(*, seeds_per_trial: int, trials_per_job: int, slots: int = 64) -> BackendConfig:
     config = BackendConfig(kind="slurm", seeds_per_trial=seeds_per_trial)
-    config.options = SlurmOptions(trials_per_job=trials_per_job)  # what spec.load_backend sets from the file
+    config.options = SlurmOptions(trials_per_job=trials_per_job, array_parallelism=slots)  # as spec.load_backend
     return config
 
 

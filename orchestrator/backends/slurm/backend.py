@@ -26,7 +26,7 @@ from orchestrator.backends.base import Backend
 from orchestrator.backends.slurm import cluster, queue
 from orchestrator.backends.slurm.job import TrialChunk
 from orchestrator.backends.slurm.options import SlurmOptions
-from orchestrator.backends.slurm.packing import pack, sbatch_option_parameters, split_arrays
+from orchestrator.backends.slurm.packing import pack, sbatch_option_parameters, split_arrays, spread
 from orchestrator.backends.slurm.script import render_sbatch
 from orchestrator.backends.slurm.submissions import (
     Submission,
@@ -36,7 +36,7 @@ from orchestrator.backends.slurm.submissions import (
 from orchestrator.errors import BackendError, SpecError
 from orchestrator.identity import TrialSpec
 from orchestrator.progress import Progress
-from orchestrator.runner import seed_packs
+from orchestrator.runner import describe_packs, seed_packs
 from orchestrator.store import RunStore, now_iso
 
 if TYPE_CHECKING:
@@ -111,10 +111,14 @@ class SlurmBackend(Backend):
 
     def dry_run_details(self, trials: list[TrialSpec]) -> str:
         max_size, source, note = self._dry_run_limits()
-        arrays = split_arrays(self.task_chunks(trials), max_size)
+        chunks = self.task_chunks(trials)
+        arrays = split_arrays(chunks, max_size)
         lines = [f"slurm: {len(trials)} trials -> {sum(map(len, arrays))} array tasks of at most "
-                 f"{self.slurm.trials_per_job} trials -> {len(arrays)} array(s), one sbatch each (MaxArraySize "
-                 f"{max_size}, {source}); {note}"]
+                 f"{max(map(len, chunks), default=0)} trials -> {len(arrays)} array(s), one sbatch each "
+                 f"(MaxArraySize {max_size}, {source}); {note}"]
+        if self.config.seeds_per_trial > 1:
+            lines.append(describe_packs(trials, self.config.seeds_per_trial, self.slurm.array_parallelism)
+                         + "; the slots are array_parallelism's tasks at once, each holding whole packs")
         shown = {0, len(arrays) - 1} if arrays else set()
         for index in sorted(shown):
             lines.append(f"--- sbatch script of array {index + 1} of {len(arrays)} ({len(arrays[index])} tasks) ---")
@@ -138,12 +142,25 @@ class SlurmBackend(Backend):
         max_size, source = self.effective_max_array_size()
         return max_size, source, "options checked against this cluster (sinfo)"
 
+    def task_units(self, trials: list[TrialSpec]) -> list[list[list[TrialSpec]]]:
+        """The work of each array task: units run one after another, each one trial or one seed pack.
+
+        Without packs, balanced chunks of `trials_per_job` trials. With seeds_per_trial K, the packs are cut as on
+        Ray (`runner.seed_packs`), with `array_parallelism` as the slots, so the packs are at least as many as
+        the tasks that may run at once while a group can be split. A task holds at most
+        max(1, trials_per_job // pack size) whole packs, and the tasks are never fewer than min(slots, packs): a
+        pack never spans two tasks, and no slot waits while another task holds two packs."""
+        k = self.config.seeds_per_trial
+        if k <= 1:
+            return pack([[t] for t in trials], self.slurm.trials_per_job)
+        slots = self.slurm.array_parallelism
+        units = seed_packs(trials, k, slots)
+        per_task = max(1, self.slurm.trials_per_job // max(map(len, units), default=1))
+        return spread(units, max(min(slots, len(units)), -(-len(units) // per_task)))
+
     def task_chunks(self, trials: list[TrialSpec]) -> list[list[TrialSpec]]:
-        """The trials of each array task: balanced chunks of `trials_per_job`. With seed packs of K, a task holds
-        whole packs instead (max(1, trials_per_job // K) of them), so every pack trains vectorized in one process."""
-        k = self.config.seeds_per_trial  # without packs (k = 1) every unit is one trial, in the given order
-        units = seed_packs(trials, k)
-        return [[t for unit in chunk for t in unit] for chunk in pack(units, max(1, self.slurm.trials_per_job // k))]
+        """The trials of each array task, in the order it runs them (`task_units` flattened)."""
+        return [[t for unit in units for t in unit] for units in self.task_units(trials)]
 
     def sbatch_script(self, run_dir: Path, job_name: str, n_tasks: int) -> str:
         """The batch script of an array of `n_tasks` tasks: the #SBATCH lines submitit writes for these parameters
@@ -220,7 +237,7 @@ class SlurmBackend(Backend):
         import submitit
 
         max_size, _ = self.effective_max_array_size()
-        arrays = split_arrays(self.task_chunks(trials), max_size)
+        arrays = split_arrays(self.task_units(trials), max_size)
         job_name = f"sweep-{store.root.name}"
         executor = submitit.SlurmExecutor(folder=jobs_dir(store), max_num_timeout=self.slurm.max_requeues,
                                           python=self.python_command)
@@ -229,18 +246,19 @@ class SlurmBackend(Backend):
         for chunks in arrays:
             try:
                 with executor.batch():  # one sbatch call for the whole array
-                    jobs = [executor.submit(TrialChunk(str(store.root), [t.to_dict() for t in chunk], launch_id,
+                    jobs = [executor.submit(TrialChunk(str(store.root),
+                                                       [[t.to_dict() for t in unit] for unit in units], launch_id,
                                                        retry_failed=retry_failed,
                                                        max_retries=self.config.max_retries,
-                                                       num_threads=self.threads_per_trial,
-                                                       seeds_per_trial=self.config.seeds_per_trial))
-                            for chunk in chunks]
+                                                       num_threads=self.threads_per_trial))
+                            for units in chunks]
             except Exception as error:
                 done = f"; already submitted: {', '.join(s.job_id for s in submissions)}" if submissions else ""
                 raise BackendError(f"sbatch failed for array {len(submissions) + 1} of {len(arrays)}: "
                                    f"{cluster.first_error_line(str(error)) or error}{done}") from error
             submission = Submission(job_id=jobs[0].job_id.split("_")[0], launch_id=launch_id,
-                                    tasks=[[t.trial_id for t in chunk] for chunk in chunks], submitted_at=now_iso())
+                                    tasks=[[t.trial_id for unit in units for t in unit] for units in chunks],
+                                    submitted_at=now_iso())
             append_submission(store, submission)
             submissions.append(submission)
         return submissions

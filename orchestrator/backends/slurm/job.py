@@ -15,23 +15,20 @@ from typing import Any
 import submitit
 
 from orchestrator.identity import TrialSpec
-from orchestrator.runner import run_still_to_run, seed_packs
+from orchestrator.runner import run_still_to_run
 from orchestrator.store import RunStore
 
 
 class TrialChunk(submitit.helpers.Checkpointable):
-    """Run `trials` in order, skipping those `RunStore.still_to_run` calls done; returns {trial_id: status} of
-    the trials it ran, for the task's result pickle.
+    """Run the planned `units` in order (each one trial, or a seed pack that trains vectorized through the
+    `execute_pack` the other backends use), skipping what `RunStore.still_to_run` calls done; returns
+    {trial_id: status} of the trials it ran, for the task's result pickle. A pack cut by a requeue starts again,
+    smaller, without its finished members."""
 
-    With `seeds_per_trial` > 1 the unfinished trials that differ only in seed (and the trainer's `pack_varies`)
-    train as vectorized packs (the same `execute_pack` the other backends use); a pack cut by a requeue starts
-    again, smaller, without its finished members."""
-
-    def __init__(self, run_dir: str, trials: list[dict[str, Any]], launch_id: str, *, max_retries: int,
-                 num_threads: int, seeds_per_trial: int = 1, retry_failed: bool = False) -> None:
+    def __init__(self, run_dir: str, units: list[list[dict[str, Any]]], launch_id: str, *, max_retries: int,
+                 num_threads: int, retry_failed: bool = False) -> None:
         self.run_dir = run_dir
-        self.seeds_per_trial = seeds_per_trial
-        self.trials = trials
+        self.units = units
         self.launch_id = launch_id
         self.retry_failed = retry_failed
         self.max_retries = max_retries
@@ -39,11 +36,11 @@ class TrialChunk(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, str]:
         store = RunStore(self.run_dir)
-        chunk = [TrialSpec.from_dict(data) for data in self.trials]
         statuses: dict[str, str] = {}
-        for unit in seed_packs(chunk, self.seeds_per_trial):  # without packs: one trial each, in the chunk's order
-            records = run_still_to_run(store, unit, self.launch_id, retry_failed=self.retry_failed,
-                                       max_retries=self.max_retries, num_threads=self.num_threads)
+        for unit in self.units:
+            records = run_still_to_run(store, [TrialSpec.from_dict(data) for data in unit], self.launch_id,
+                                       retry_failed=self.retry_failed, max_retries=self.max_retries,
+                                       num_threads=self.num_threads)
             statuses.update({record.trial_id: record.status for record in records})
         rebuild_tables_if_plan_finished(store)
         return statuses

@@ -22,12 +22,17 @@ def pack(items: Sequence[T], per_task: int) -> list[list[T]]:
     """Split `items` into ceil(n / per_task) contiguous chunks whose sizes differ by at most one, in order."""
     if per_task < 1:
         raise ValueError(f"per_task must be >= 1, got {per_task}")
-    n_tasks = -(-len(items) // per_task)
-    if n_tasks == 0:
+    return spread(items, -(-len(items) // per_task))
+
+
+def spread(items: Sequence[T], n_chunks: int) -> list[list[T]]:
+    """Split `items` into min(n_chunks, n) contiguous chunks whose sizes differ by at most one, in order."""
+    n_chunks = min(n_chunks, len(items))
+    if n_chunks <= 0:
         return []
-    base, extra = divmod(len(items), n_tasks)
+    base, extra = divmod(len(items), n_chunks)
     chunks, start = [], 0
-    for index in range(n_tasks):
+    for index in range(n_chunks):
         size = base + (1 if index < extra else 0)
         chunks.append(list(items[start:start + size]))
         start += size
