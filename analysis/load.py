@@ -63,25 +63,23 @@ def read_running(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, curves) of the trials without a record that have reported evals (see `load_run`): running now,
     or cut off (a killed worker) and not yet run again; `status` tells the two apart."""
     from orchestrator.store import RunStore
+    from orchestrator.trial import StepRows
     from orchestrator.trial_io import read_progress
 
     store = RunStore(run_dir)
     plan = {p["trial_id"]: p for p in store.read_plan()}
     trial_rows, curve_rows = [], []
     for trial_id, path in sorted(store.unfinished_progress().items()):
-        by_step: dict[int, dict] = {}
-        for line in read_progress(path):  # a step before the last: the trial went back (resumed, restarted)
-            for later in [s for s in by_step if s > line["step"]]:
-                del by_step[later]
-            by_step[line["step"]] = line
-        if not by_step:
+        rows = StepRows()  # a step before the last: the trial went back (resumed, restarted)
+        for line in read_progress(path):
+            rows.add(line["step"], {k: v for k, v in line.items() if k not in ("step", "attempt", "time")})
+        if (last := rows.last_step()) is None:
             continue
         planned = plan.get(trial_id, {})
         trial_rows.append({"trial_id": trial_id, "seed": planned.get("seed"), "status": "running",
-                           "steps_run": max(by_step), **planned.get("params", {}), "running": True})
-        for step in sorted(by_step):
-            metrics = {k: v for k, v in by_step[step].items() if k not in ("step", "attempt", "time")}
-            curve_rows.append({"trial_id": trial_id, "step": step, **metrics, "running": True})
+                           "steps_run": last, **planned.get("params", {}), "running": True})
+        curve_rows.extend({"trial_id": trial_id, "step": step, **metrics, "running": True}
+                          for step, metrics in rows.items())
     return pd.DataFrame(trial_rows), pd.DataFrame(curve_rows)
 
 

@@ -27,6 +27,7 @@ from orchestrator.trial import (
     Direction,
     Dtype,
     Outcome,
+    StepRows,
     TrainResult,
     TrialContext,
     TrialLog,
@@ -231,7 +232,7 @@ class PackTrainer(Protocol):
 
 __all__ = [
     "STOPPED_WHEN_DECIDED", "ConfigError", "Curve", "Device", "Direction", "Dtype", "LoopTrainer", "Outcome",
-    "PackTrainer", "SuccessConfig", "TrainResult", "TrainSection", "Trainer", "TrialContext", "TrialLog",
+    "PackTrainer", "StepRows", "SuccessConfig", "TrainResult", "TrainSection", "Trainer", "TrialContext", "TrialLog",
     "TrialStatus",
     "best_and_final", "decided", "device_param", "dtype_param", "judge", "param", "resolve_device", "resolve_dtype",
     "section", "to_device",

@@ -51,6 +51,36 @@ class Curve:
         return cls(steps=list(data["steps"]), metrics={k: list(v) for k, v in data["metrics"].items()})
 
 
+class StepRows:
+    """A curve rebuilt from metric lines in the order a trial wrote them, over all its attempts. A line whose step
+    is before the last one means the trial went back (it resumed from a checkpoint or restarted): the rows after it
+    are dropped; lines of the same step merge. The one rule for the command trainer's curve and for the partial
+    curves of running trials (`analysis.load_run(running=True)`)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict[str, float]] = {}
+
+    def add(self, step: int, metrics: dict[str, float]) -> None:
+        for later in [s for s in self.rows if s > step]:
+            del self.rows[later]
+        self.rows.setdefault(step, {}).update(metrics)
+
+    def last_step(self) -> int | None:
+        return max(self.rows) if self.rows else None
+
+    def items(self) -> list[tuple[int, dict[str, float]]]:
+        """(step, metrics) in step order."""
+        return sorted(self.rows.items())
+
+    def curve(self) -> Curve:
+        """Every metric at every step: a metric a step did not report is NaN there."""
+        names = sorted({name for row in self.rows.values() for name in row})
+        curve = Curve()
+        for step, row in self.items():
+            curve.append(step, {name: row.get(name, math.nan) for name in names})
+        return curve
+
+
 @dataclass
 class TrainResult:
     """What a trainer returns: its curve, whether it ran to the end or diverged, and how many steps it took."""

@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 
 from analysis.load import load_run
+from orchestrator.api import StepRows
 from orchestrator.cli import main
 from orchestrator.spec import load_spec
 from orchestrator.store import RunStore
 from tests.conftest import REPO
-from trainers.command import FileTail, Rows, metric_row
+from trainers.command import FileTail, metric_row
 
 SCRIPT = REPO / "examples" / "command" / "train.py"
 EXAMPLE = REPO / "examples" / "command" / "sweep.yaml"
@@ -147,7 +148,7 @@ def test_failed_diverged_and_timed_out_programs(tmp_path: Path, capsys):
 
 
 def test_rows_merge_a_step_and_replace_what_follows_a_step_the_program_went_back_to():
-    rows = Rows()
+    rows = StepRows()
     rows.add(0, {"val_acc": 0.1})
     rows.add(100, {"train_loss": 2.0})
     rows.add(100, {"val_acc": 0.4})  # the same step, another line: merged

@@ -21,3 +21,27 @@ def test_running_trials_move_the_bar_and_a_finished_trial_counts_one_in_all():
     progress.trial_finished("failed", "b")  # reported again (a dead Ray worker's batch): counted once
     assert progress.done == pytest.approx(3.0) and progress.counts == {"completed": 2, "failed": 1}
     progress.close()
+
+
+def test_running_trials_partial_curves_follow_the_one_went_back_rule(tmp_path):
+    """load_run(running=True)'s partial curves: attempt 2 resumed from step 100 after attempt 1 reached 200, so
+    attempt 1's step 200 is gone until it is reported again (orchestrator.trial.StepRows, as for the command
+    trainer's curve)."""
+    from analysis.load import read_running
+    from orchestrator.identity import TrialSpec
+    from orchestrator.store import RunStore
+    from orchestrator.trial_io import ProgressFile
+
+    store = RunStore(tmp_path)
+    trial = TrialSpec("a" * 16, "eureka", 3, {}, {"seed": 3, "train.lr": 0.001})
+    store.write_plan([trial])
+    for attempt, steps in ((1, [0, 100, 200]), (2, [100])):
+        report = ProgressFile(store.progress_path(trial.trial_id), trial.trial_id, attempt, 400, None)
+        for step in steps:
+            report(step, {"val_acc": step / 1000 + attempt})
+        report.close()
+    trials, curves = read_running(tmp_path)
+    (row,) = trials.to_dict("records")
+    assert (row["trial_id"], row["status"], row["steps_run"], row["train.lr"]) == ("a" * 16, "running", 100, 0.001)
+    assert list(curves["step"]) == [0, 100] and list(curves["val_acc"]) == [1.0, 2.1]
+    assert curves["running"].all()

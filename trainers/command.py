@@ -48,7 +48,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from orchestrator.api import ConfigError, Curve, SuccessConfig, TrainResult, TrialContext, TrialLog, param, section
+from orchestrator.api import (
+    ConfigError,
+    StepRows,
+    SuccessConfig,
+    TrainResult,
+    TrialContext,
+    TrialLog,
+    param,
+    section,
+)
 
 NAME = "command"
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -99,7 +108,7 @@ class CommandConfig:
         if not self.command:
             raise ConfigError(("command",), "missing: give the program's argv, e.g. command: ['{python}', "
                                             "train.py, --seed, '{seed}']")
-        allowed = {*TRIAL_PLACEHOLDERS, *leaf_keys(self)}
+        allowed = {*TRIAL_PLACEHOLDERS, *config_values(self)}
         for text in [*self.command, *([self.metrics_file] if self.metrics_file else [])]:
             for name in PLACEHOLDER.findall(text):
                 if name not in allowed:
@@ -116,15 +125,16 @@ class CommandConfig:
                                                       f"{', '.join(self.metrics) or 'none'} (config.metrics)")
 
 
-def leaf_keys(config: Any, prefix: str = "") -> list[str]:
-    """Dotted names of every config value, e.g. train.lr, success.threshold (what a placeholder may name)."""
-    out = []
+def config_values(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every config value by its dotted name, e.g. train.lr, success.threshold (what a placeholder may name); a
+    dict-valued key such as params is one value."""
+    out: dict[str, Any] = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
-            out += leaf_keys(value, f"{prefix}{f.name}.")
+            out |= config_values(value, f"{prefix}{f.name}.")
         else:
-            out.append(f"{prefix}{f.name}")
+            out[f"{prefix}{f.name}"] = value
     return out
 
 
@@ -263,29 +273,21 @@ class BoundCommandTrainer:
     def run(self, config: Any, seed: int, ctx: TrialContext) -> TrainResult:
         if not isinstance(ctx.log, TrialLog):
             raise TypeError("the command trainer writes its program's output into the trial's TrialLog file")
-        values = {key: _flat_value(config, key) for key in leaf_keys(config)}
-        values |= {"seed": seed, "trial_id": ctx.workdir.name, "trial_dir": ctx.workdir,
-                   "checkpoint_dir": ctx.workdir / CHECKPOINT_DIR, "python": sys.executable}
+        values = config_values(config) | {"seed": seed, "trial_id": ctx.workdir.name, "trial_dir": ctx.workdir,
+                                          "checkpoint_dir": ctx.workdir / CHECKPOINT_DIR, "python": sys.executable}
         (ctx.workdir / CHECKPOINT_DIR).mkdir(exist_ok=True)
         argv = [fill(arg, values) for arg in config.command]
         ctx.log.write(f"$ {' '.join(argv)}\n")
         ctx.log.flush()
         source = FileTail(Path(config.cwd, fill(config.metrics_file, values)) if config.metrics_file
                           else ctx.log.path)
-        rows = Rows()
+        rows = StepRows()
         for text in source.new_lines():  # what earlier attempts reported: a resumed program continues this curve
             if (row := metric_row(text)) is not None:
                 rows.add(*row)
         with open(ctx.log.path, "ab") as output, \
                 _started(argv, config.cwd, ctx.num_threads, output) as (program, terminated):
             return _follow(program, terminated, config, rows, ctx, source, self.metric_directions)
-
-
-def _flat_value(config: Any, key: str) -> Any:
-    value = config
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
 
 
 @contextlib.contextmanager
@@ -343,7 +345,7 @@ def _die_with_parent(parent: int) -> None:
             os._exit(143)
 
 
-def _follow(program: subprocess.Popen[bytes], terminated: threading.Event, config: Any, rows: Rows,
+def _follow(program: subprocess.Popen[bytes], terminated: threading.Event, config: Any, rows: StepRows,
             ctx: TrialContext, source: FileTail, directions: dict[str, str]) -> TrainResult:
     """Follow the program until it exits (or is stopped), turning the metric lines it appends to `source` (the
     log, or its metrics file) into the curve; the log's last lines explain a failure."""
@@ -428,31 +430,6 @@ def diverged(metrics: dict[str, float], bounds: dict[str, float]) -> str | None:
         if name in bounds and value > bounds[name]:
             return f"{name} = {value:g} > diverge_above {bounds[name]:g}"
     return None
-
-
-class Rows:
-    """The curve so far, one row per step, from metric lines in the order the program (over all its attempts)
-    wrote them. A row whose step is before the last one means the program went back (it resumed from a checkpoint
-    or restarted): the rows after it are dropped; rows of the same step merge."""
-
-    def __init__(self) -> None:
-        self.rows: dict[int, dict[str, float]] = {}
-
-    def add(self, step: int, metrics: dict[str, float]) -> None:
-        for later in [s for s in self.rows if s > step]:
-            del self.rows[later]
-        self.rows.setdefault(step, {}).update(metrics)
-
-    def last_step(self) -> int | None:
-        return max(self.rows) if self.rows else None
-
-    def curve(self) -> Curve:
-        """Every metric at every step: a metric a step did not report is NaN there."""
-        names = sorted({name for row in self.rows.values() for name in row})
-        curve = Curve()
-        for step in sorted(self.rows):
-            curve.append(step, {name: self.rows[step].get(name, math.nan) for name in names})
-        return curve
 
 
 class FileTail:
