@@ -242,8 +242,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     plan = [p["trial_id"] for p in store.read_plan()]
     finished = store.finished()
     running = store.is_locked()
-    started_now = {tid for tid in plan if tid not in finished
-                   and any(a["launch_id"] == launch["launch_id"] for a in store.attempts(tid))} if running else set()
+    # Trials this launch started that have no record yet: only the started ones' attempts are read.
+    started_now = {tid for tid in (store.started_ids() & set(plan)) - set(finished)
+                   if any(a["launch_id"] == launch["launch_id"] for a in store.attempts(tid))} if running else set()
     in_flight = (started_now | backend.in_flight(store)) - set(finished)
     planned = [finished[tid] for tid in plan if tid in finished]
     counts = Counter(entry.status for entry in planned)

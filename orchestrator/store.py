@@ -166,6 +166,12 @@ class RunStore:
                 out += [json.loads(line) for line in path.read_text().splitlines() if line]
         return out
 
+    def started_ids(self) -> set[str]:
+        """The trials that have ever started (an attempts file), from two directory listings: no file is read, so
+        a caller picks the few it needs (status: the started ones without a record)."""
+        started = {name.removesuffix(".jsonl") for name in _names(self.attempts_dir) if name.endswith(".jsonl")}
+        return started | {path.parent.name for path in self.trials_dir.glob("*/attempts.jsonl")}
+
     # ---- records --------------------------------------------------------------------------------------------
 
     def write_record(self, record: TrialRecord) -> None:
@@ -323,3 +329,11 @@ class RunStore:
             self.legacy_records_dir.rmdir()
         self._index = None
         return moved
+
+
+def _names(directory: Path) -> list[str]:
+    """The entries of `directory`; none when it does not exist."""
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []

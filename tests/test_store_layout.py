@@ -169,6 +169,25 @@ def test_background_refresh_runs_off_the_caller_and_spaces_itself(tmp_path: Path
 # ---- a run directory from before results/ -----------------------------------------------------------------------
 
 
+def test_status_counts_the_running_launchs_started_trials_from_a_listing(tmp_path: Path, capsys):
+    """While a launch holds the run directory, `status` counts as running the trials it started that have no
+    record: it lists attempts/ once (`RunStore.started_ids`) and reads only those trials' attempts."""
+    store = RunStore(tmp_path)
+    trials = [spec(f"t{i}", i) for i in range(5)]
+    store.write_plan(trials)
+    store.write_launch({"launch_id": "L2", "sweep": "s.yaml", "backend": "local", "pid": 1, "host": "h",
+                        "started_unix": time.time()})
+    execute_trial(store, trials[0], "L1")  # finished in an earlier launch
+    store.mark_started("t1", "L1")  # cut off in the earlier launch, not restarted
+    store.mark_started("t2", "L2")
+    store.mark_started("t3", "L2")
+    assert store.started_ids() == {"t0", "t1", "t2", "t3"}
+    with store.lock():
+        assert main(["status", str(tmp_path)]) == 0
+    assert "5 trials: 1 completed, 0 diverged, 0 failed (1 succeeded), 2 running or queued, 2 pending" in \
+        capsys.readouterr().out
+
+
 @pytest.fixture
 def legacy_run(tmp_path: Path) -> Path:
     run_dir = tmp_path / "legacy"
@@ -183,7 +202,7 @@ def test_a_legacy_run_directory_is_read_relaunched_into_and_migrated(legacy_run:
     store = RunStore(legacy_run)
     assert len(legacy_ids) == 4 and store.finished_ids() == legacy_ids
     assert {tid: json.loads(r.to_json()) for tid, r in store.records().items()} == legacy_records
-    assert all(len(store.attempts(tid)) == 1 for tid in legacy_ids)
+    assert all(len(store.attempts(tid)) == 1 for tid in legacy_ids) and store.started_ids() == legacy_ids
 
     assert main(["status", str(legacy_run)]) == 0
     assert "4 trials: 4 completed, 0 diverged, 0 failed" in capsys.readouterr().out
@@ -195,7 +214,7 @@ def test_a_legacy_run_directory_is_read_relaunched_into_and_migrated(legacy_run:
     assert not (legacy_run / "records").exists() and not list((legacy_run / "trials").glob("*/attempts.jsonl"))
     migrated = RunStore(legacy_run)
     assert {tid: json.loads(r.to_json()) for tid, r in migrated.records().items()} == legacy_records
-    assert all(len(migrated.attempts(tid)) == 1 for tid in legacy_ids)
+    assert all(len(migrated.attempts(tid)) == 1 for tid in legacy_ids) and migrated.started_ids() == legacy_ids
     new_trials = pd.read_parquet(legacy_run / "trials.parquet")
     key = lambda frame: frame.sort_values("trial_id").reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(key(new_trials)[list(old_trials.columns)], key(old_trials))
