@@ -239,7 +239,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
         return EXIT_BAD_INPUT
     backend = backends.backend_class(launch.get("backend", "ray"))
-    plan = [p["trial_id"] for p in store.read_plan()]
+    plan = store.plan_ids()
     finished = store.finished()
     running = store.is_locked()
     # Trials this launch started that have no record yet: only the started ones' attempts are read.
@@ -287,7 +287,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if store.read_launch() is None:
         print(f"error: {args.run_dir}: no launch.json; not a run directory", file=sys.stderr)
         return EXIT_BAD_INPUT
-    known = {p["trial_id"] for p in store.read_plan()} | set(store.finished())
+    known = set(store.plan_ids()) | set(store.finished())
     matches = sorted(tid for tid in known if tid.startswith(args.trial))
     if len(matches) != 1:
         found = f"{len(matches)} trials: {', '.join(matches[:5])}{' ...' if len(matches) > 5 else ''}" if matches \

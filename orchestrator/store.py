@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Collection, Iterable, Iterator
@@ -56,6 +57,8 @@ class RunLockedError(RuntimeError):
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
+
+PLAN_ID = re.compile(r'^\{"trial_id": "([^"\\]*)"', re.MULTILINE)  # a plan line's start
 
 class RunStore:
     def __init__(self, root: Path | str) -> None:
@@ -126,6 +129,18 @@ class RunStore:
         if not self.plan_path.exists():
             return []
         return [json.loads(line) for line in self.plan_path.read_text().splitlines() if line]
+
+    def plan_ids(self) -> list[str]:
+        """The planned trial ids in plan order, for callers that need nothing else (status, the last SLURM task):
+        `write_plan` puts each line's trial_id first, so one pattern finds them without parsing every line's
+        JSON; a plan file laid out otherwise is parsed."""
+        if not self.plan_path.exists():
+            return []
+        text = self.plan_path.read_text()
+        ids = PLAN_ID.findall(text)
+        if len(ids) != text.count("\n"):
+            return [json.loads(line)["trial_id"] for line in text.splitlines() if line]
+        return ids
 
     # ---- per-trial state ------------------------------------------------------------------------------------
 

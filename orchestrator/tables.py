@@ -67,7 +67,9 @@ def refresh(store: RunStore, *, full: bool = False) -> tuple[pd.DataFrame, int]:
             for number, chunk in enumerate(_chunks(store, new)):
                 trial_frames.append(typed_trials(pd.DataFrame([trials_row(r) for r in chunk])))
                 curve_parts.append(_write_curve_chunk(chunk, Path(scratch) / f"curves-{number}.parquet"))
-            replaced = {tid for tid, _ in new}
+            # Rows the new records replace (a --retry-failed rerun): only trials the old tables already hold.
+            replaced = set() if old_trials is None else \
+                set(old_trials.loc[old_trials["trial_id"].isin([tid for tid, _ in new]), "trial_id"].tolist())
             old_curves = store.curves_table if old_trials is not None and store.curves_table.exists() else None
             curve_rows = _write_curves(store.curves_table, old_curves, curve_parts, replaced, new_state)
         kept = [old_trials[~old_trials["trial_id"].isin(replaced)]] if old_trials is not None else []

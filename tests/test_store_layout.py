@@ -169,6 +169,16 @@ def test_background_refresh_runs_off_the_caller_and_spaces_itself(tmp_path: Path
 # ---- a run directory from before results/ -----------------------------------------------------------------------
 
 
+def test_plan_ids_match_the_parsed_plan_whatever_its_layout(tmp_path: Path):
+    store = RunStore(tmp_path)
+    assert store.plan_ids() == []
+    trials = [spec(f"t{i}", i) for i in range(3)]
+    store.write_plan(trials)
+    assert store.plan_ids() == [p["trial_id"] for p in store.read_plan()] == ["t0", "t1", "t2"]
+    store.plan_path.write_text('{"seed": 0, "trial_id": "x0"}\n\n{"trial_id": "x1", "seed": 1}\n')  # by hand
+    assert store.plan_ids() == ["x0", "x1"]
+
+
 def test_status_counts_the_running_launchs_started_trials_from_a_listing(tmp_path: Path, capsys):
     """While a launch holds the run directory, `status` counts as running the trials it started that have no
     record: it lists attempts/ once (`RunStore.started_ids`) and reads only those trials' attempts."""

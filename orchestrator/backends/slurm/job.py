@@ -57,7 +57,7 @@ def rebuild_tables_if_plan_finished(store: RunStore) -> None:
     Several tasks can finish last at about the same time: the refresh's own lock serialises them, and the later
     ones find little or nothing new to read.
     """
-    planned = {entry["trial_id"] for entry in store.read_plan()}
+    planned = set(store.plan_ids())
     if not planned or not planned <= store.finished_ids():
         return
     store.refresh_tables()

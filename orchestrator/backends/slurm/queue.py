@@ -50,7 +50,7 @@ def status_lines(store: RunStore) -> list[str]:
     submissions = read_submissions(store)
     if not submissions:
         return []
-    planned = {entry["trial_id"] for entry in store.read_plan()}
+    planned = set(store.plan_ids())
     finished = store.finished_ids()
     unfinished = [s for s in submissions if any(t in planned and t not in finished for t in s.trial_ids())]
     if not unfinished:
