@@ -9,6 +9,7 @@ the trial's log and its evals to progress.jsonl (orchestrator/trial_io.py).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import socket
 import time
@@ -150,28 +151,24 @@ def run_still_to_run(store: RunStore, pack: list[TrialSpec], launch_id: str, *, 
 # A pack cut down to fit the slots goes no smaller: measured per core (BENCHMARKS.md sections 2 and 8), K = 2 ran at
 # 0.79x the sequential rate, K = 4 at 1.00x, K = 8 at 1.04-1.08x, so below 8 a split pack gains nothing.
 MIN_SPLIT_PACK = 8
+# The finish-time estimate counts a pack of m seeds as m single trials, leaving out a pack's per-core gain (1.04-1.2x
+# at K = 8-32, the same sections); so a larger pack whose estimate is within this fraction of the soonest wins.
+PACK_TOLERANCE = 0.1
 
 
 def seed_packs(trials: list[TrialSpec], size: int, slots: int = 1) -> list[list[TrialSpec]]:
     """Group trials whose configs are identical but for the seed and the trainer's `pack_varies` keys (e.g. the
     Eureka trainer's train.lr) into packs, each in (config, seed) order: a group of n becomes ceil(n / k) packs
-    whose sizes differ by at most one (17 with k = 16: 9 + 8), k = `pack_size` (below `size` when there are more
-    slots than packs). A group cut down for the slots into packs smaller than MIN_SPLIT_PACK runs as single trials,
-    which are faster."""
+    whose sizes differ by at most one (17 with k = 16: 9 + 8), k = `pack_size` (below `size` when smaller packs
+    finish sooner on the slots). A group cut into packs smaller than MIN_SPLIT_PACK runs as single trials, which
+    are faster."""
     if size <= 1:
         return [[trial] for trial in trials]
     groups = pack_groups(trials)
     k = pack_size([len(members) for members in groups], size, slots)
     packs = []
     for members in groups:
-        count = -(-len(members) // k)
-        base, extra = divmod(len(members), count)
-        if k < size and count > 1 and base < MIN_SPLIT_PACK:
-            packs.extend([trial] for trial in members)
-            continue
-        bounds = [0]
-        for index in range(count):
-            bounds.append(bounds[-1] + base + (1 if index < extra else 0))
+        bounds = itertools.accumulate(unit_sizes(len(members), k, size), initial=0)
         packs.extend(members[a:b] for a, b in itertools.pairwise(bounds))
     return packs
 
@@ -189,21 +186,51 @@ def pack_groups(trials: list[TrialSpec]) -> list[list[TrialSpec]]:
     return list(groups.values())
 
 
+def unit_sizes(n: int, k: int, size: int) -> list[int]:
+    """The units `seed_packs` cuts a group of n trials into with packs of at most k (of `size` asked): ceil(n / k)
+    balanced packs, largest first, or n single trials when a cut below `size` leaves packs under MIN_SPLIT_PACK."""
+    count = -(-n // k)
+    base, extra = divmod(n, count)
+    if k < size and count > 1 and base < MIN_SPLIT_PACK:
+        return [1] * n
+    return [base + 1] * extra + [base] * (count - extra)
+
+
+def finish_time(units: list[int], slots: int) -> int:
+    """When `slots` workers are done with units of these sizes (a unit of m seeds costs m), each unit, largest
+    first, going to the least loaded worker (as the balanced SLURM tasks do, and Ray's queue does largest first)."""
+    if len(units) <= slots:
+        return max(units, default=0)
+    if len(set(units)) == 1:
+        return -(-len(units) // slots) * units[0]
+    loads = [0] * slots
+    for unit in sorted(units, reverse=True):
+        heapq.heapreplace(loads, loads[0] + unit)
+    return max(loads)
+
+
 def pack_size(group_sizes: list[int], size: int, slots: int) -> int:
-    """K_eff, the largest pack size k <= `size` that still gives every slot a unit of work (sum over groups of
-    ceil(n / k) >= min(slots, trials)): a group is split rather than leave a slot idle."""
-    target = min(slots, sum(group_sizes))
-    return next((k for k in range(size, 0, -1) if sum(-(-n // k) for n in group_sizes) >= target), 1)
+    """K_eff: the largest pack size k <= `size` whose packs finish within PACK_TOLERANCE of the soonest any k
+    gives on `slots` slots (`finish_time`). A group is split rather than leave slots idle (16 seeds on 2 slots:
+    8 + 8), but not into packs so many that a few wait for a second round (1,920 seeds in 3 groups on 128 slots:
+    120 packs of 16, not 129 of 15)."""
+    times = {k: finish_time([u for n in group_sizes for u in unit_sizes(n, k, size)], slots)
+             for k in range(size, 0, -1)}
+    soonest = min(times.values())
+    return next(k for k, t in times.items() if t <= soonest * (1 + PACK_TOLERANCE))
 
 
 def describe_packs(trials: list[TrialSpec], size: int, slots: int) -> str:
     """What `seed_packs` makes of a sweep on `slots` slots, and why (for --dry-run)."""
-    k = pack_size([len(members) for members in pack_groups(trials)], size, slots)
+    group_sizes = [len(members) for members in pack_groups(trials)]
+    k = pack_size(group_sizes, size, slots)
     packs = seed_packs(trials, size, slots)
     made = ", ".join(f"{n} of {m}" for m, n in sorted(Counter(len(p) for p in packs).items(), reverse=True))
-    why = (f"seeds_per_trial = {size} already gives each of {slots} slot(s) work" if k == size else
-           f"packs cut from {size} seeds so that each of {slots} slots gets work; a group whose packs would be "
-           f"smaller than {MIN_SPLIT_PACK} runs as single trials, which are faster")
+    asked = finish_time([u for n in group_sizes for u in unit_sizes(n, size, size)], slots)
+    why = (f"packs of seeds_per_trial = {size} finish soonest on {slots} slot(s)" if k == size else
+           f"packs cut from {size} seeds finish sooner on {slots} slots (estimated "
+           f"{finish_time([len(p) for p in packs], slots)} seed-trainings a slot, against {asked} uncut); a group "
+           f"whose packs would be smaller than {MIN_SPLIT_PACK} runs as single trials, which are faster")
     return f"seed packs: {len(packs)} units ({made} seeds): {why}"
 
 

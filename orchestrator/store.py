@@ -182,10 +182,13 @@ class RunStore:
         return out
 
     def started_ids(self) -> set[str]:
-        """The trials that have ever started (an attempts file), from two directory listings: no file is read, so
-        a caller picks the few it needs (status: the started ones without a record)."""
+        """The trials that have ever started (an attempts file), from a listing of attempts/: no file is read, so
+        a caller picks the few it needs (status: the started ones without a record). A legacy run directory (not
+        migrated: records/, or no attempts/) also has its trials/<id>/attempts.jsonl looked up, one per folder."""
         started = {name.removesuffix(".jsonl") for name in _names(self.attempts_dir) if name.endswith(".jsonl")}
-        return started | {path.parent.name for path in self.trials_dir.glob("*/attempts.jsonl")}
+        if self.legacy_records_dir.is_dir() or not self.attempts_dir.is_dir():
+            started |= {path.parent.name for path in self.trials_dir.glob("*/attempts.jsonl")}
+        return started
 
     # ---- records --------------------------------------------------------------------------------------------
 

@@ -54,15 +54,17 @@ class Curve:
 class StepRows:
     """A curve rebuilt from metric lines in the order a trial wrote them, over all its attempts. A line whose step
     is before the last one means the trial went back (it resumed from a checkpoint or restarted): the rows after it
-    are dropped; lines of the same step merge. The one rule for the command trainer's curve and for the partial
-    curves of running trials (`analysis.load_run(running=True)`)."""
+    are dropped and its step's row starts again from this line; further lines of the same step merge into it. The
+    one rule for the command trainer's curve and for the partial curves of running trials
+    (`analysis.load_run(running=True)`)."""
 
     def __init__(self) -> None:
         self.rows: dict[int, dict[str, float]] = {}
 
     def add(self, step: int, metrics: dict[str, float]) -> None:
-        for later in [s for s in self.rows if s > step]:
-            del self.rows[later]
+        if self.rows and step < max(self.rows):
+            for later in [s for s in self.rows if s >= step]:
+                del self.rows[later]
         self.rows.setdefault(step, {}).update(metrics)
 
     def last_step(self) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -153,11 +154,13 @@ def test_rows_merge_a_step_and_replace_what_follows_a_step_the_program_went_back
     rows.add(100, {"train_loss": 2.0})
     rows.add(100, {"val_acc": 0.4})  # the same step, another line: merged
     rows.add(200, {"val_acc": 0.6, "train_loss": 1.0})
-    rows.add(100, {"val_acc": 0.45, "train_loss": 2.5})  # restarted at 100: 200 is gone until it is reported again
+    rows.add(100, {"val_acc": 0.45})  # restarted at 100: 200 is gone until it is reported again, and so is
+    rows.add(100, {"extra": 7.0})  # attempt 1's train_loss at 100 (this attempt's lines of 100 merge)
     curve = rows.curve()
     assert curve.steps == [0, 100]
-    assert curve.metrics["val_acc"] == [0.1, 0.45] and curve.metrics["train_loss"][1] == 2.5
-    assert curve.metrics["train_loss"][0] != curve.metrics["train_loss"][0]  # NaN: not reported at step 0
+    assert curve.metrics["val_acc"] == [0.1, 0.45] and curve.metrics["extra"][1] == 7.0
+    assert math.isnan(curve.metrics["extra"][0])  # NaN: not reported at step 0
+    assert "train_loss" not in curve.metrics  # only attempt 1 reported it, at the steps now replaced
     assert metric_row('{"step": 3, "acc": 1, "note": "x", "ok": true}') == (3, {"acc": 1.0})
     assert metric_row("step 3 acc 1") is None and metric_row('{"step": "3", "acc": 1}') is None
 

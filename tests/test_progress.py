@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from orchestrator.progress import Progress
@@ -37,11 +38,12 @@ def test_running_trials_partial_curves_follow_the_one_went_back_rule(tmp_path):
     store.write_plan([trial])
     for attempt, steps in ((1, [0, 100, 200]), (2, [100])):
         report = ProgressFile(store.progress_path(trial.trial_id), trial.trial_id, attempt, 400, None)
-        for step in steps:
-            report(step, {"val_acc": step / 1000 + attempt})
+        for step in steps:  # attempt 2 reports only val_acc: attempt 1's loss at step 100 is not kept
+            report(step, {"val_acc": step / 1000 + attempt, **({"loss": 9.0} if attempt == 1 else {})})
         report.close()
     trials, curves = read_running(tmp_path)
     (row,) = trials.to_dict("records")
     assert (row["trial_id"], row["status"], row["steps_run"], row["train.lr"]) == ("a" * 16, "running", 100, 0.001)
     assert list(curves["step"]) == [0, 100] and list(curves["val_acc"]) == [1.0, 2.1]
+    assert curves["loss"].iloc[0] == 9.0 and pd.isna(curves["loss"].iloc[1])
     assert curves["running"].all()

@@ -230,7 +230,7 @@ def test_the_log_is_capped_per_attempt_but_a_traceback_is_always_written(tmp_pat
     (20, 2, [10, 10]),
     (12, 2, [1] * 12),  # 6 + 6 would gain nothing over single trials
     (3, 4, [1, 1, 1]),
-    (40, 2, [14, 13, 13]),  # 16 at most: three packs
+    (40, 2, [10, 10, 10, 10]),  # 14 + 13 + 13 would leave one worker a second pack: 4 of 10 end together
 ])
 def test_pack_sizes_follow_the_work_and_the_slots(seeds: int, slots: int, expected: list[int]):
     trials = [spec(f"s{s}", seed=s) for s in range(seeds)]
@@ -245,4 +245,18 @@ def test_several_groups_fill_the_slots_before_any_is_split():
     assert [len(p) for p in seed_packs(trials, 8, 4)] == [1] * 16  # 4 + 4 per group gains nothing: singles
     assert [len(p) for p in seed_packs(trials * 2, 16, 4)] == [8, 8, 8, 8]  # 16 per group: 8 + 8
     small = [spec(f"c{s}", seed=s, steps=7) for s in range(3)]
-    assert [len(p) for p in seed_packs(small + trials * 3, 16, 6)] == [3, 8, 8, 8, 8, 8, 8]  # 3 not cut: one pack
+    assert [len(p) for p in seed_packs(small + trials * 3, 16, 5)] == [3, 12, 12, 12, 12]  # one round; 3 uncut
+    # on 6 slots, packs of 8 (7 units: a second round) would end later than single trials
+    assert [len(p) for p in seed_packs(small + trials * 3, 16, 6)] == [3] + [1] * 48
+
+
+def test_pack_size_avoids_a_second_round_for_a_few_packs():
+    """The paper-scale robustness twin: 3 groups of 640 seeds on 128 slots. The largest k with at least one pack a
+    slot (15: 129 packs) would make one slot run two; 120 packs of 16 finish in one round."""
+    from orchestrator.runner import finish_time, pack_size, unit_sizes
+
+    assert pack_size([640] * 3, 32, 128) == 16
+    assert finish_time([u for _ in range(3) for u in unit_sizes(640, 15, 32)], 128) == 28  # 14 + 14
+    assert finish_time([u for _ in range(3) for u in unit_sizes(640, 16, 32)], 128) == 16
+    assert finish_time([8, 8, 1, 1, 1], 2) == 10 and finish_time([], 4) == 0
+    assert pack_size([16], 16, 1) == 16  # one slot: as asked

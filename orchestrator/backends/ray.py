@@ -166,7 +166,8 @@ class RayBackend(Backend):
 
         with self.session():
             slots = self._worker_count(len(trials), ray.cluster_resources())
-            packs = seed_packs(trials, self.config.seeds_per_trial, slots)  # never fewer packs than slots
+            # Largest first, so the workers finish together (the plan `pack_size` estimated).
+            packs = sorted(seed_packs(trials, self.config.seeds_per_trial, slots), key=len, reverse=True)
             workers = min(len(packs), slots)
             queue = ray.remote(num_cpus=0)(TrialQueue).remote([[t.to_dict() for t in pack] for pack in packs],
                                                               workers)

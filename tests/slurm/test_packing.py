@@ -86,7 +86,7 @@ def _trial(seed: int, kernel: str) -> TrialSpec:
     return TrialSpec(f"{kernel}-{seed}", "eureka", seed, config, {"seed": seed, "model.kernel": kernel})
 
 
-@pytest.mark.parametrize("per_job, expected", [(8, [7, 7, 6]), (3, [4, 3, 3, 4, 3, 3]), (100, [10, 10])])
+@pytest.mark.parametrize("per_job, expected", [(8, [7, 7, 6]), (3, [4, 4, 3, 3, 3, 3]), (100, [10, 10])])
 def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
     """With seeds_per_trial K a task holds at most max(1, trials_per_job // K) whole packs: no pack is split across
     tasks, so each trains vectorized in one process. 2 configs x 10 seeds with K = 4 on 2 slots: balanced packs of
@@ -114,6 +114,7 @@ def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
     (64, 2, 64, [[16, 16], [16, 16]]),       # K as asked (4 packs >= 2 slots), two per task rather than all in one
     (17, 2, 32, [[9], [8]]),                 # balanced: 9 + 8
     (64, 2, 16, [[16]] * 4),                 # the cap: trials_per_job 16 holds one pack of 16 a task
+    (40, 2, 40, [[10, 10], [10, 10]]),       # 14 + 13 + 13 would leave one slot a second pack
 ])
 def test_packs_and_tasks_are_cut_for_the_slots(seeds: int, slots: int, per_job: int, units: list[list[int]]):
     """On SLURM the slots are `array_parallelism`: packs are cut as on Ray (never fewer packs than slots while a
@@ -126,6 +127,21 @@ def test_packs_and_tasks_are_cut_for_the_slots(seeds: int, slots: int, per_job: 
     plan = backend.task_units(trials)
     assert [[len(unit) for unit in task] for task in plan] == units
     assert sorted(t.trial_id for task in plan for unit in task for t in unit) == sorted(t.trial_id for t in trials)
+
+
+def test_tasks_are_balanced_by_trials_not_by_units():
+    """Groups of 16 and 9 seeds on 4 slots: single trials (no cut pays), spread so each task holds 6-7 of them; and
+    packs go whole, largest first, to the least loaded task, never past trials_per_job unless one pack is larger."""
+    from orchestrator.backends.slurm.backend import SlurmBackend
+    from orchestrator.backends.slurm.packing import balance
+
+    trials = [_trial(seed, "softmax") for seed in range(16)] + [_trial(seed, "normsoftmax") for seed in range(9)]
+    plan = SlurmBackend(_config(seeds_per_trial=16, trials_per_job=32, slots=4)).task_units(trials)
+    assert sorted(sum(map(len, task)) for task in plan) == [6, 6, 6, 7]
+    assert balance([[1] * 8, [1] * 8, [1], [1], [1]], 2, 32) == [[[1] * 8, [1], [1]], [[1] * 8, [1]]]
+    assert [[len(u) for u in task] for task in balance([[1] * 5, [1] * 3, [1] * 3], 1, 6)] == [[5], [3, 3]]
+    assert [[len(u) for u in task] for task in balance([[1] * 9, [1]], 1, 4)] == [[9], [1]]  # 9 > cap: alone
+    assert balance([], 3, 4) == []
 
 
 def _config(*, seeds_per_trial: int, trials_per_job: int, slots: int = 64) -> BackendConfig:
@@ -149,3 +165,23 @@ def test_the_batch_script_is_rendered_as_recorded():
                                   setup=["module load cuda", "source ~/venv/bin/activate"], array_parallelism=4)
     script = SlurmBackend(config).sbatch_script(Path("/shared/runs/demo"), "sweep-demo", 10)
     assert script == RECORDED_SCRIPT.read_text()
+
+
+def test_a_task_pickled_before_units_existed_runs_its_trials(tmp_path):
+    """A TrialChunk pickled by the previous version (trials + seeds_per_trial, queued across an upgrade) loads with
+    the units that version would have run: here one pack of the 3 seeds, then the other config's pack."""
+    import pickle
+
+    from orchestrator.backends.slurm.job import TrialChunk
+
+    trials = [_trial(seed, k) for k in ("softmax", "normsoftmax") for seed in range(3)]
+    old = TrialChunk.__new__(TrialChunk)
+    old.__dict__.update({"run_dir": str(tmp_path), "trials": [t.to_dict() for t in trials], "launch_id": "L",
+                         "retry_failed": False, "max_retries": 0, "num_threads": 1, "seeds_per_trial": 3})
+    loaded = pickle.loads(pickle.dumps(old))
+    assert [[u["trial_id"] for u in unit] for unit in loaded.units] == [[t.trial_id for t in trials[:3]],
+                                                                         [t.trial_id for t in trials[3:]]]
+    assert not hasattr(loaded, "trials") and not hasattr(loaded, "seeds_per_trial")
+    fresh = pickle.loads(pickle.dumps(TrialChunk(str(tmp_path), [[trials[0].to_dict()]], "L", max_retries=0,
+                                                 num_threads=1)))
+    assert fresh.units == [[trials[0].to_dict()]]

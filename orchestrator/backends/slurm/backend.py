@@ -26,7 +26,7 @@ from orchestrator.backends.base import Backend
 from orchestrator.backends.slurm import cluster, queue
 from orchestrator.backends.slurm.job import TrialChunk
 from orchestrator.backends.slurm.options import SlurmOptions
-from orchestrator.backends.slurm.packing import pack, sbatch_option_parameters, split_arrays, spread
+from orchestrator.backends.slurm.packing import balance, pack, sbatch_option_parameters, split_arrays
 from orchestrator.backends.slurm.script import render_sbatch
 from orchestrator.backends.slurm.submissions import (
     Submission,
@@ -81,7 +81,7 @@ class SlurmBackend(Backend):
     def describe(self) -> str:
         s = self.slurm
         where = f"partition {s.partition}" if s.partition else "the default partition"
-        return (f"backend slurm: job arrays on {where}, {s.trials_per_job} trial(s) per array task, each task "
+        return (f"backend slurm: job arrays on {where}, up to {s.trials_per_job} trial(s) per array task, each task "
                 f"{self.cpus_per_task} CPU, {self.gpus_per_task} GPU, time {s.time}; at most {s.array_parallelism} "
                 f"tasks at once per array")
 
@@ -145,18 +145,16 @@ class SlurmBackend(Backend):
     def task_units(self, trials: list[TrialSpec]) -> list[list[list[TrialSpec]]]:
         """The work of each array task: units run one after another, each one trial or one seed pack.
 
-        Without packs, balanced chunks of `trials_per_job` trials. With seeds_per_trial K, the packs are cut as on
-        Ray (`runner.seed_packs`), with `array_parallelism` as the slots, so the packs are at least as many as
-        the tasks that may run at once while a group can be split. A task holds at most
-        max(1, trials_per_job // pack size) whole packs, and the tasks are never fewer than min(slots, packs): a
-        pack never spans two tasks, and no slot waits while another task holds two packs."""
-        k = self.config.seeds_per_trial
-        if k <= 1:
-            return pack([[t] for t in trials], self.slurm.trials_per_job)
+        Without packs, balanced chunks of `trials_per_job` trials, in order. With seeds_per_trial K, the packs are
+        cut as on Ray (`runner.seed_packs`), with `array_parallelism` as the slots, and go whole, largest first, to
+        the least loaded of at least min(slots, units) tasks, each of at most `trials_per_job` trials or one pack:
+        no pack spans two tasks, and no slot waits while another task runs a second pack it could have run."""
+        if self.config.seeds_per_trial <= 1:
+            return [[[t] for t in chunk] for chunk in pack(trials, self.slurm.trials_per_job)]
         slots = self.slurm.array_parallelism
-        units = seed_packs(trials, k, slots)
-        per_task = max(1, self.slurm.trials_per_job // max(map(len, units), default=1))
-        return spread(units, max(min(slots, len(units)), -(-len(units) // per_task)))
+        units = seed_packs(trials, self.config.seeds_per_trial, slots)
+        cap = max(self.slurm.trials_per_job, max(map(len, units), default=1))
+        return balance(units, max(min(slots, len(units)), -(-len(trials) // cap)), cap)
 
     def task_chunks(self, trials: list[TrialSpec]) -> list[list[TrialSpec]]:
         """The trials of each array task, in the order it runs them (`task_units` flattened)."""

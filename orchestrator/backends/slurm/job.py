@@ -15,7 +15,7 @@ from typing import Any
 import submitit
 
 from orchestrator.identity import TrialSpec
-from orchestrator.runner import run_still_to_run
+from orchestrator.runner import run_still_to_run, seed_packs
 from orchestrator.store import RunStore
 
 
@@ -33,6 +33,15 @@ class TrialChunk(submitit.helpers.Checkpointable):
         self.retry_failed = retry_failed
         self.max_retries = max_retries
         self.num_threads = num_threads
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A task pickled before tasks carried their units (queued, or requeued, across an upgrade) holds `trials`
+        and `seeds_per_trial`: its units are cut from them as that version's task did."""
+        if "units" not in state:
+            chunk = [TrialSpec.from_dict(data) for data in state.pop("trials")]
+            packs = seed_packs(chunk, state.pop("seeds_per_trial", 1))
+            state["units"] = [[trial.to_dict() for trial in unit] for unit in packs]
+        self.__dict__.update(state)
 
     def __call__(self) -> dict[str, str]:
         store = RunStore(self.run_dir)

@@ -23,9 +23,10 @@ class SlurmOptions:
     partition: str | None = param(None, doc="partition (sbatch --partition); none: the cluster's default")
     account: str | None = param(None, doc="account to charge (sbatch --account)")
     qos: str | None = param(None, doc="quality of service (sbatch --qos)")
-    time: str | int = param("01:00:00", doc="wall-clock limit of one array task (a chunk of trials_per_job "
-                                            "trials), quoted, in SLURM's forms ('60', '1:00:00', '1-12:00'); a task "
-                                            "that runs out requeues itself and resumes")
+    time: str | int = param("01:00:00", doc="wall-clock limit of one array task (up to trials_per_job "
+                                            "trials, or one larger seed pack), quoted, in SLURM's forms ('60', "
+                                            "'1:00:00', '1-12:00'); a task that runs out requeues itself and "
+                                            "resumes")
     cpus_per_task: int | None = param(None, ge=1, doc="CPUs per array task; none: backend.resources.cpu")
     gpus_per_task: int | None = param(None, ge=0, doc="GPUs per array task; none: backend.resources.gpu rounded up")
     mem: str | None = param(None, doc="memory per array task (sbatch --mem), e.g. 4G or 4000M; none: site default")
