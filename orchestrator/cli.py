@@ -1,4 +1,5 @@
-"""`python -m orchestrator launch | status | cancel | tables | migrate | analyze`.
+"""`python -m orchestrator launch | status | logs | cancel | tables | migrate | analyze | export | search |
+search-status | reproduce-report` (`--help` on each).
 
 Exit codes: 0 done; 1 the sweep finished but some trials failed, or the backend failed (its message says what was
 submitted already); 2 bad input (nothing launched, no run directory written); 3 the run directory is held by

@@ -148,11 +148,12 @@ def run_still_to_run(store: RunStore, pack: list[TrialSpec], launch_id: str, *, 
                         on_progress=on_progress) if todo else []
 
 
-# A pack cut down to fit the slots goes no smaller: measured per core (BENCHMARKS.md sections 2 and 8), K = 2 ran at
-# 0.79x the sequential rate, K = 4 at 1.00x, K = 8 at 1.04-1.08x, so below 8 a split pack gains nothing.
+# A pack cut down to fit the slots goes no smaller: 8 seeds on 2 slots cut into 4 + 4 ran at 0.94x single trials,
+# 12 into 6 + 6 at 1.04x, within the benchmark's noise (BENCHMARKS.md section 8), while K = 8 gains 1.08x per core
+# (section 2); below 8 a split pack gains nothing.
 MIN_SPLIT_PACK = 8
-# The finish-time estimate counts a pack of m seeds as m single trials, leaving out a pack's per-core gain (1.04-1.2x
-# at K = 8-32, the same sections); so a larger pack whose estimate is within this fraction of the soonest wins.
+# The finish-time estimate counts a pack of m seeds as m single trials, leaving out a pack's per-core gain (1.08-1.18x
+# at K = 8-32, section 2); so a larger pack whose estimate is within this fraction of the soonest wins.
 PACK_TOLERANCE = 0.1
 
 

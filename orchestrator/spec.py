@@ -61,7 +61,8 @@ class BackendConfig:
     address: str | None = param(None, doc="address of an existing Ray cluster (ray start --head); none: start one")
     resources: Resources = section(Resources)
     max_retries: int = param(1, ge=0, doc="times a trial that raised is retried before it is recorded as failed")
-    max_concurrent: int | None = param(None, ge=1, doc="cap on trials running at once; none: as resources allow")
+    max_concurrent: int | None = param(None, ge=1, doc="Ray: cap on workers (each runs one trial or one seed pack "
+                                                      "at a time); none: as resources allow")
     seeds_per_trial: int = param(1, ge=1, doc="train up to this many seeds of one config together in one process, "
                                                "vectorized where the trainer supports it (one record each); the "
                                                "Eureka trainer's packs may also mix train.lr values")

@@ -30,3 +30,16 @@ def test_light_commands_import_no_heavy_library(tmp_path, cli_env, command):
                             capture_output=True, text=True, check=True)
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == {"code": 0, "loaded": []}, result.stdout + result.stderr
+
+
+def test_trainers_are_forbidden_every_orchestrator_module_but_the_api():
+    """pyproject.toml's import contract lists the modules trainers may not import; a module added to the
+    orchestrator later must be added there too, or a trainer could reach past orchestrator.api unnoticed."""
+    import tomllib
+
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (trainers,) = [c for c in contracts if c.get("source_modules") == ["trainers"]]
+    package = REPO / "orchestrator"
+    modules = {f"orchestrator.{p.stem}" for p in package.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    modules |= {f"orchestrator.{p.parent.name}" for p in package.glob("*/__init__.py")}
+    assert set(trainers["forbidden_modules"]) == modules - {"orchestrator.api"}

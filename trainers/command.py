@@ -2,11 +2,11 @@
 
     trainer: command
     config:
-      command: ["{python}", examples/scripts/train_logreg.py, --seed, "{seed}", --lr, "{train.lr}",
-                --checkpoint-dir, "{checkpoint_dir}"]
+      command: ["{python}", examples/command/train.py, --seed, "{seed}", --lr, "{train.lr}",
+                --steps, "{train.steps}", --noise, "{data.noise}", --checkpoint-dir, "{checkpoint_dir}"]
       params: {train.lr: float, train.steps: int, data.noise: float}   # the program's hyperparameters, typed
-      train: {lr: 0.1, steps: 300}                                       # their values (swept like any key)
-      data: {noise: 0.5}
+      train: {lr: 0.1, steps: 400}                                       # their values (swept like any key)
+      data: {noise: 3.0}
       metrics: {val_acc: max, train_loss: min}                           # what it prints, and which way is better
       success: {metric: val_acc, threshold: 0.9}
 

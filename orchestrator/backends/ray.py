@@ -57,8 +57,8 @@ def _prepare_environment(address: str | None) -> None:
 
 
 class TrialQueue:
-    """The pending packs of one launch (a pack: trials differing only in seed, usually one), handed out in
-    batches; runs as a Ray actor on the driver's node.
+    """The pending packs of one launch (a pack: trials differing only in seed and the trainer's pack_varies keys,
+    or one trial), handed out in batches; runs as a Ray actor on the driver's node.
 
     A batch is 1/BATCH_DIVISOR of a worker's fair share of what is left, so a long queue costs few round trips
     (they dominate trials of a few milliseconds) while the last trials still go out one at a time and no slot

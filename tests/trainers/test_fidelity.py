@@ -26,6 +26,8 @@ from trainers.model import (
     stability_parameters,
 )
 
+pytestmark = pytest.mark.numeric  # run again under other CPU code paths by `make test` (the portability net)
+
 
 @pytest.mark.parametrize(("progress", "expected"), [
     (0.0, 3.0),  # t = 0: s_start
