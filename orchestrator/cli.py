@@ -393,8 +393,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     store = _store_with_records(args.run_dir)
     if store is None:
         return EXIT_BAD_INPUT
-    trials, curve_rows = store.rebuild_tables() if args.rebuild else store.refresh_tables()
-    print(f"{len(trials)} trials, {curve_rows} curve rows in {store.trials_table} and {store.curves_table}")
+    trial_rows, curve_rows = store.rebuild_tables() if args.rebuild else store.refresh_tables()
+    print(f"{trial_rows} trials, {curve_rows} curve rows in {store.trials_table} and {store.curves_table}")
     return EXIT_OK
 
 

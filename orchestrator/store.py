@@ -37,7 +37,7 @@ import socket
 import time
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.files import flocked, is_flocked, write_atomic
 from orchestrator.identity import TrialSpec
@@ -45,9 +45,6 @@ from orchestrator.records import TrialRecord
 from orchestrator.segments import Entry, FinishedIndex, read_at, read_lines, writer_for
 from orchestrator.trial import LOG_NAME
 from orchestrator.trial_io import PROGRESS_NAME
-
-if TYPE_CHECKING:  # pandas is imported when tables are built, not on every worker that writes a record
-    import pandas as pd
 
 
 class RunLockedError(RuntimeError):
@@ -304,15 +301,16 @@ class RunStore:
 
     # ---- tables and migration ------------------------------------------------------------------------------
 
-    def refresh_tables(self) -> tuple[pd.DataFrame, int]:
-        """Bring trials.parquet and curves.parquet up to date, reading only the records not yet in them."""
+    def refresh_tables(self) -> tuple[int, int]:
+        """Bring trials.parquet and curves.parquet up to date, reading only the records not yet in them. Returns
+        their numbers of rows."""
         from orchestrator.tables import refresh
 
         return refresh(self)
 
-    def rebuild_tables(self) -> tuple[pd.DataFrame, int]:
-        """Rebuild both tables from every record; safe while a launch is writing. Returns (trials table, number
-        of curve rows)."""
+    def rebuild_tables(self) -> tuple[int, int]:
+        """Rebuild both tables from every record; safe while a launch is writing. Returns their numbers of
+        rows."""
         from orchestrator.tables import refresh
 
         return refresh(self, full=True)

@@ -40,9 +40,9 @@ LOCK_NAME = ".tables.lock"
 CHUNK_RECORDS = 5000
 
 
-def refresh(store: RunStore, *, full: bool = False) -> tuple[pd.DataFrame, int]:
-    """Bring the tables up to date (`full`: rebuild them from every record); returns the trials table and the
-    number of rows of the curves table (not the table: reading it back would undo the bounded memory)."""
+def refresh(store: RunStore, *, full: bool = False) -> tuple[int, int]:
+    """Bring the tables up to date (`full`: rebuild them from every record); returns their numbers of rows (not the
+    tables: reading them back would undo the bounded memory)."""
     import pandas as pd
 
     with flocked(store.root / LOCK_NAME):
@@ -57,26 +57,25 @@ def refresh(store: RunStore, *, full: bool = False) -> tuple[pd.DataFrame, int]:
             resume = {segment: (read, end) for segment, (read, end) in state["segments"].items()}
             index = FinishedIndex(store.results_dir, resume=resume)
             appended = index.refresh()
-            present = old_trials["trial_id"].isin(list(appended)) & (old_trials["status"] != "failed")
-            kept_results = set(old_trials.loc[present, "trial_id"].tolist())
+            held = old_trials.select(["trial_id", "status"]).to_pandas()
+            present = held["trial_id"].isin(list(appended)) & (held["status"] != "failed")
+            kept_results = set(held.loc[present, "trial_id"].tolist())
             new = [(tid, e) for tid, e in appended.items() if tid not in kept_results]
         new.sort(key=lambda item: (item[1].segment, item[1].offset))  # each segment read front to back
         new_state = {"version": STATE_VERSION, "segments": index.positions(), "legacy": True}
+        # Rows the new records replace (a --retry-failed rerun): only trials the old tables already hold.
+        replaced = set() if old_trials is None else \
+            set(old_trials.filter(_member(old_trials, [tid for tid, _ in new]))["trial_id"].to_pylist())
         with tempfile.TemporaryDirectory(dir=store.root, prefix=".tables-") as scratch:
             trial_frames, curve_parts = [], []
             for number, chunk in enumerate(_chunks(store, new)):
                 trial_frames.append(typed_trials(pd.DataFrame([trials_row(r) for r in chunk])))
                 curve_parts.append(_write_curve_chunk(chunk, Path(scratch) / f"curves-{number}.parquet"))
-            # Rows the new records replace (a --retry-failed rerun): only trials the old tables already hold.
-            replaced = set() if old_trials is None else \
-                set(old_trials.loc[old_trials["trial_id"].isin([tid for tid, _ in new]), "trial_id"].tolist())
             old_curves = store.curves_table if old_trials is not None and store.curves_table.exists() else None
             curve_rows = _write_curves(store.curves_table, old_curves, curve_parts, replaced, new_state)
-        kept = [old_trials[~old_trials["trial_id"].isin(replaced)]] if old_trials is not None else []
-        frames = [f for f in kept + trial_frames if len(f)]
-        trials = typed_trials(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CORE_COLUMNS))
+        trials = _updated_trials(old_trials, replaced, trial_frames)
         _write_trials(store.trials_table, trials, new_state)
-    return trials, curve_rows
+    return trials.num_rows, curve_rows
 
 
 def committed_state(store: RunStore) -> dict[str, Any] | None:
@@ -111,13 +110,45 @@ def _chunks(store: RunStore, new: list[tuple[str, Entry]]) -> Iterator[list[Tria
         yield chunk
 
 
-def _read_trials(path: Path) -> pd.DataFrame | None:
-    import pandas as pd
+def _read_trials(path: Path) -> pa.Table | None:
+    import pyarrow.parquet as pq
 
     try:
-        return pd.read_parquet(path)
+        return pq.read_table(path)
     except (OSError, ValueError):
         return None
+
+
+def _member(table: pa.Table, trial_ids: list[str]) -> pa.ChunkedArray:
+    """Which of the table's rows belong to these trials."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.is_in(table["trial_id"], value_set=pa.array(trial_ids, type=pa.string()))
+
+
+def _updated_trials(old: pa.Table | None, replaced: set[str], new_frames: list[pd.DataFrame]) -> pa.Table:
+    """The old table without the replaced rows, then the new rows. It stays in Arrow, under the old table's schema
+    (and so its pandas dtypes), when the new rows fit it: no column it lacks, every column cast without loss; else
+    both go through pandas, which takes the union of the columns."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if old is not None and replaced:
+        old = old.filter(pc.invert(_member(old, sorted(replaced))))
+    new = typed_trials(pd.concat(new_frames, ignore_index=True)) if new_frames else None
+    if old is not None and new is not None and set(new.columns) <= set(old.column_names):
+        try:
+            rows = pa.Table.from_pandas(new, preserve_index=False)
+            columns = [rows[name] if name in rows.column_names else pa.nulls(len(rows), old.schema.field(name).type)
+                       for name in old.column_names]
+            return pa.concat_tables([old, pa.Table.from_arrays(columns, names=old.column_names).cast(old.schema)])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass  # a column whose type differs: the pandas path below
+    frames = [f for f in ([old.to_pandas()] if old is not None else []) + ([new] if new is not None else []) if len(f)]
+    merged = typed_trials(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CORE_COLUMNS))
+    return pa.Table.from_pandas(merged, preserve_index=False)
 
 
 def typed_trials(frame: pd.DataFrame) -> pd.DataFrame:
@@ -133,11 +164,10 @@ def _with_state(table: pa.Table, state: dict[str, Any]) -> pa.Table:
     return table.replace_schema_metadata({**(table.schema.metadata or {}), STATE_KEY: json.dumps(state).encode()})
 
 
-def _write_trials(path: Path, trials: pd.DataFrame, state: dict[str, Any]) -> None:
-    import pyarrow as pa
+def _write_trials(path: Path, trials: pa.Table, state: dict[str, Any]) -> None:
     import pyarrow.parquet as pq
 
-    table = _with_state(pa.Table.from_pandas(trials, preserve_index=False), state)
+    table = _with_state(trials, state)
     write_atomic_with(path, lambda handle: pq.write_table(table, handle), durable=False)
 
 

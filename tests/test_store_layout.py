@@ -99,12 +99,15 @@ def test_a_retried_failure_is_replaced_in_the_finished_set_and_in_both_tables(tm
     store = RunStore(tmp_path)
     execute_trial(store, spec("a"), "L1")
     execute_trial(store, spec("b", fail_times=9), "L1")
-    trials, _ = store.refresh_tables()
+    store.refresh_tables()
+    trials = pd.read_parquet(store.trials_table)
     assert dict(zip(trials["trial_id"], trials["status"], strict=True)) == {"a": "completed", "b": "failed"}
     (retry,) = store.still_to_run([spec("a"), spec("b")], "L2", retry_failed=True)
     execute_trial(store, retry, "L2")
     assert store.finished()["b"].status == "completed" and len(store.record_history()["b"]) == 2
-    trials, curve_rows = store.refresh_tables()
+    trial_rows, curve_rows = store.refresh_tables()
+    trials = pd.read_parquet(store.trials_table)
+    assert trial_rows == 2
     assert sorted(zip(trials["trial_id"], trials["status"], strict=True)) == [("a", "completed"), ("b", "completed")]
     curves = pd.read_parquet(store.curves_table)
     assert curve_rows == len(curves) == 8 and curves.groupby("trial_id").size().to_dict() == {"a": 4, "b": 4}
@@ -124,10 +127,11 @@ def test_an_incremental_refresh_reads_only_new_records_and_equals_a_rebuild(tmp_
     read: list[str] = []
     record_at = RunStore.record_at
     monkeypatch.setattr(RunStore, "record_at", lambda self, tid, entry: read.append(tid) or record_at(self, tid, entry))
-    trials, _ = RunStore(tmp_path).refresh_tables()
+    RunStore(tmp_path).refresh_tables()
     assert sorted(read) == ["other-process", "t6", "t7", "t8"]
-    curves = pd.read_parquet(store.curves_table)
-    rebuilt, _ = RunStore(tmp_path).rebuild_tables()
+    trials, curves = pd.read_parquet(store.trials_table), pd.read_parquet(store.curves_table)
+    RunStore(tmp_path).rebuild_tables()
+    rebuilt = pd.read_parquet(store.trials_table)
     by_id = lambda frame: frame.sort_values(["trial_id"]).reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(by_id(trials), by_id(rebuilt))
     pd.testing.assert_frame_equal(curves.sort_values(["trial_id", "step"]).reset_index(drop=True),
@@ -148,8 +152,9 @@ def test_tables_whose_read_offsets_disagree_are_rebuilt(tmp_path: Path, monkeypa
     assert len(pd.read_parquet(store.curves_table)) == 2 * len(before)
     monkeypatch.undo()
     assert tables.committed_state(store) is None
-    trials, rows = RunStore(tmp_path).refresh_tables()
-    assert sorted(trials["trial_id"]) == ["a", "b"] and rows == len(pd.read_parquet(store.curves_table)) == 8
+    _, rows = RunStore(tmp_path).refresh_tables()
+    assert sorted(pd.read_parquet(store.trials_table)["trial_id"]) == ["a", "b"]
+    assert rows == len(pd.read_parquet(store.curves_table)) == 8
 
 
 def test_background_refresh_runs_off_the_caller_and_spaces_itself(tmp_path: Path):
@@ -241,3 +246,29 @@ def test_commands_on_a_folder_without_records_say_so_in_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path}: no results/ or records/; not a run directory\n"
     assert not (tmp_path / "trials.parquet").exists()
+
+
+def _rows(ids: list[str], **columns: list) -> pd.DataFrame:
+    base = {"trial_id": ids, "trainer": ["fake"] * len(ids), "seed": list(range(len(ids))),
+            "status": ["completed"] * len(ids), "success": [True] + [None] * (len(ids) - 1),
+            "eureka_step": [3] + [None] * (len(ids) - 1), "steps_run": [4] * len(ids), "wall_s": [0.1] * len(ids),
+            "host": ["h"] * len(ids), "attempt": [1] * len(ids), "error": [None] * len(ids),
+            "launch_id": ["L"] * len(ids), "started_at": ["a"] * len(ids), "finished_at": ["b"] * len(ids)}
+    return tables.typed_trials(pd.DataFrame({**base, **columns}))
+
+
+def test_new_trial_rows_keep_the_tables_dtypes_with_or_without_new_columns():
+    """The refresh appends new rows in Arrow under the old schema when they fit it; rows with a column the table
+    lacks, or of another type, go through pandas. Either way the table reads back as a full pandas concat would."""
+    import pyarrow as pa
+
+    old = pa.Table.from_pandas(_rows(["a", "b"], **{"train.lr": [0.1, 0.2], "width": [8, 16]}), preserve_index=False)
+    fits = _rows(["c"], **{"train.lr": [0.3], "width": [4]})
+    wider = _rows(["d"], **{"train.lr": [0.4], "width": [4], "depth": [2]})
+    retyped = _rows(["e"], **{"train.lr": [0.5], "width": [4.5]})  # int64 cannot hold 4.5: pandas makes it float
+    for new in (fits, wider, retyped):
+        got = tables._updated_trials(old, {"b"}, [new]).to_pandas()
+        expected = tables.typed_trials(pd.concat([old.to_pandas().iloc[:1], new], ignore_index=True))
+        pd.testing.assert_frame_equal(got, expected)
+        assert (got["success"].dtype, got["eureka_step"].dtype) == ("boolean", "Int64")
+    assert tables._updated_trials(None, set(), []).num_rows == 0
