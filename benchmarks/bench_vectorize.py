@@ -15,7 +15,9 @@ in matrix multiplies, from torch's profiler. A pack does the same multiplies (ba
 matmuls run faster per FLOP than the sequential trainer's, its speed-up is at most 1 / that share, however much
 per-op overhead it removes. The profiler's own per-op cost inflates the small ops, so the share is, if anything,
 underestimated and the ceiling generous. The second line checks the "unless": the step's linear-layer GEMM shapes
-timed for one member alone and batched K deep.
+timed for one member alone and batched K deep. The third counts the useful work, the matrix-multiply FLOPs of one
+member-step (torch's FlopCounterMode), so each row also gives how close a trial comes to the GEMM limit: its rate of
+useful FLOPs against the one-member GEMM rate (times the threads).
 """
 
 from __future__ import annotations
@@ -81,6 +83,21 @@ def gemm_rates(k: int, repeats: int = 20) -> tuple[float, float]:
     return alone, batched
 
 
+def flops_per_step(overrides: dict[str, Any], work: Path) -> float:
+    """Matrix-multiply FLOPs of one training step of one member, forward and backward, counted by torch's
+    FlopCounterMode: a trial of 3 steps minus one of 2 (both evaluate at step 0 and at their last step only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def trial_flops(steps: int) -> int:
+        config = build(TRAINER.config_class, {**overrides, "train": {**overrides["train"], "steps": steps,
+                                                                     "eval_every": 100}})
+        with FlopCounterMode(display=False) as counter:
+            TRAINER.run(config, 0, TrialContext(workdir=work / f"flops{steps}"))
+        return counter.get_total_flops()
+
+    return float(trial_flops(3) - trial_flops(2))
+
+
 def bench_k(config: Any, k: int, seq_seeds: int, rounds: int, work: Path) -> dict[str, float]:
     """Summed wall and CPU seconds and member-steps of each path over `rounds` interleaved rounds."""
     steps = config.train.steps
@@ -130,15 +147,21 @@ def main(argv: list[str] | None = None) -> None:
     alone, batched = gemm_rates(max(args.ks))
     print(f"the step's GEMM shapes: {alone:.0f} GFLOP/s for one member alone, {batched:.0f} GFLOP/s batched "
           f"{max(args.ks)} deep (mean over {len(GEMM_SHAPES)} shapes)")
+    flops = flops_per_step(overrides, work)
+    print(f"useful work: {flops / 1e6:.1f} MFLOP of matrix multiplies per member-step (forward and backward); "
+          f"'of limit' below is the trial's rate of them against the one-member GEMM rate above, "
+          f"{alone:.0f} GFLOP/s a thread")
     print(f"{'K':>3}  {'seq member-steps/s':>18}  {'vec member-steps/s':>18}  {'ratio (wall)':>12}  "
-          f"{'ratio (cpu)':>11}")
+          f"{'ratio (cpu)':>11}  {'seq of limit':>12}  {'vec of limit':>12}")
     ratio = 0.0
     for k in args.ks:
         t = bench_k(config, k, args.seq_seeds, args.rounds, work)
         seq_rate, vec_rate = t["seq_n"] / t["seq_wall"], t["vec_n"] / t["vec_wall"]
         ratio = vec_rate / seq_rate
         cpu_ratio = (t["vec_n"] / t["vec_cpu"]) / (t["seq_n"] / t["seq_cpu"])
-        print(f"{k:>3}  {seq_rate:>18.1f}  {vec_rate:>18.1f}  {ratio:>11.2f}x  {cpu_ratio:>10.2f}x", flush=True)
+        limit = alone * 1e9 * args.threads
+        print(f"{k:>3}  {seq_rate:>18.1f}  {vec_rate:>18.1f}  {ratio:>11.2f}x  {cpu_ratio:>10.2f}x  "
+              f"{seq_rate * flops / limit:>12.0%}  {vec_rate * flops / limit:>12.0%}", flush=True)
     print(f"ratio at K={args.ks[-1]} (vectorized / sequential member-steps per second, wall): {ratio:.2f}x")
 
 
