@@ -215,23 +215,37 @@ def pack_size(group_sizes: list[int], size: int, slots: int) -> int:
     gives on `slots` slots (`finish_time`). A group is split rather than leave slots idle (16 seeds on 2 slots:
     8 + 8), but not into packs so many that a few wait for a second round (1,920 seeds in 3 groups on 128 slots:
     120 packs of 16, not 129 of 15)."""
-    times = {k: finish_time([u for n in group_sizes for u in unit_sizes(n, k, size)], slots)
-             for k in range(size, 0, -1)}
+    times = {k: finish_time(all_units(group_sizes, k, size), slots) for k in range(size, 0, -1)}
     soonest = min(times.values())
     return next(k for k, t in times.items() if t <= soonest * (1 + PACK_TOLERANCE))
 
 
+def all_units(group_sizes: list[int], k: int, size: int) -> list[int]:
+    """The unit sizes of every group (`unit_sizes`), each distinct group size cut once."""
+    return [u for n, count in Counter(group_sizes).items() for u in unit_sizes(n, k, size) * count]
+
+
 def describe_packs(trials: list[TrialSpec], size: int, slots: int) -> str:
     """What `seed_packs` makes of a sweep on `slots` slots, and why (for --dry-run)."""
+    if not trials:
+        return "seed packs: none (no trial to run)"
     group_sizes = [len(members) for members in pack_groups(trials)]
     k = pack_size(group_sizes, size, slots)
     packs = seed_packs(trials, size, slots)
     made = ", ".join(f"{n} of {m}" for m, n in sorted(Counter(len(p) for p in packs).items(), reverse=True))
-    asked = finish_time([u for n in group_sizes for u in unit_sizes(n, size, size)], slots)
-    why = (f"packs of seeds_per_trial = {size} finish soonest on {slots} slot(s)" if k == size else
-           f"packs cut from {size} seeds finish sooner on {slots} slots (estimated "
-           f"{finish_time([len(p) for p in packs], slots)} seed-trainings a slot, against {asked} uncut); a group "
-           f"whose packs would be smaller than {MIN_SPLIT_PACK} runs as single trials, which are faster")
+    soonest = min(finish_time(all_units(group_sizes, j, size), slots) for j in range(size, 0, -1))
+    chosen = finish_time([len(p) for p in packs], slots)
+    estimate = (f"estimated {chosen} seed-trainings on the busiest of {slots} slot(s), the soonest any size "
+                f"gives {soonest}")
+    if k == size:
+        why = f"packs of up to seeds_per_trial = {size}, within {PACK_TOLERANCE:.0%} of the soonest ({estimate})"
+    else:
+        uncut = finish_time(all_units(group_sizes, size, size), slots)
+        why = f"packs cut from {size} seeds, which would take {uncut} ({estimate}; the largest size within " \
+              f"{PACK_TOLERANCE:.0%} of it)"
+        if any(len(p) == 1 for p in packs):
+            why += (f"; a group whose packs would be smaller than {MIN_SPLIT_PACK} runs as single trials, which are "
+                    "faster")
     return f"seed packs: {len(packs)} units ({made} seeds): {why}"
 
 

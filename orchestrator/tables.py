@@ -4,7 +4,8 @@ Each table carries, in its parquet metadata, how far into every segment of resul
 legacy records/ were read). A refresh reads only the winning records past those offsets (`FinishedIndex` picks
 winners), builds their rows in chunks of CHUNK_RECORDS, and writes each table anew:
 - trials.parquet (one row per trial) is the old table plus the new rows, minus rows a new record replaced (a
-  `--retry-failed` rerun), through pandas so nullable dtypes stay exact;
+  `--retry-failed` rerun), appended in Arrow under the old schema (so pandas' nullable dtypes stay exact), or
+  merged through pandas where the new rows bring other columns or types;
 - curves.parquet (one row per eval step, most of the bytes) is streamed: the old file row group by row group, then
   the new chunks, into one parquet writer, so memory is bounded by a chunk or a row group, never by the run.
 curves.parquet is written first and trials.parquet second, both atomically and with the same offsets; a reader or
@@ -63,6 +64,8 @@ def refresh(store: RunStore, *, full: bool = False) -> tuple[int, int]:
             new = [(tid, e) for tid, e in appended.items() if tid not in kept_results]
         new.sort(key=lambda item: (item[1].segment, item[1].offset))  # each segment read front to back
         new_state = {"version": STATE_VERSION, "segments": index.positions(), "legacy": True}
+        if old_trials is not None and not new and json.loads(json.dumps(new_state)) == state:
+            return old_trials.num_rows, _rows(store.curves_table)  # nothing appended: both tables are current
         # Rows the new records replace (a --retry-failed rerun): only trials the old tables already hold.
         replaced = set() if old_trials is None else \
             set(old_trials.filter(_member(old_trials, [tid for tid, _ in new]))["trial_id"].to_pylist())
@@ -119,6 +122,12 @@ def _read_trials(path: Path) -> pa.Table | None:
         return None
 
 
+def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def _member(table: pa.Table, trial_ids: list[str]) -> pa.ChunkedArray:
     """Which of the table's rows belong to these trials."""
     import pyarrow as pa
@@ -129,8 +138,9 @@ def _member(table: pa.Table, trial_ids: list[str]) -> pa.ChunkedArray:
 
 def _updated_trials(old: pa.Table | None, replaced: set[str], new_frames: list[pd.DataFrame]) -> pa.Table:
     """The old table without the replaced rows, then the new rows. It stays in Arrow, under the old table's schema
-    (and so its pandas dtypes), when the new rows fit it: no column it lacks, every column cast without loss; else
-    both go through pandas, which takes the union of the columns."""
+    (and so its pandas dtypes), when the new rows have exactly its columns and types (a column of the new rows
+    that is all null takes the old type); else both go through pandas, as a rebuild does, which takes the union of
+    the columns and widens types."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -138,14 +148,14 @@ def _updated_trials(old: pa.Table | None, replaced: set[str], new_frames: list[p
     if old is not None and replaced:
         old = old.filter(pc.invert(_member(old, sorted(replaced))))
     new = typed_trials(pd.concat(new_frames, ignore_index=True)) if new_frames else None
-    if old is not None and new is not None and set(new.columns) <= set(old.column_names):
-        try:
-            rows = pa.Table.from_pandas(new, preserve_index=False)
-            columns = [rows[name] if name in rows.column_names else pa.nulls(len(rows), old.schema.field(name).type)
-                       for name in old.column_names]
-            return pa.concat_tables([old, pa.Table.from_arrays(columns, names=old.column_names).cast(old.schema)])
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            pass  # a column whose type differs: the pandas path below
+    if new is None and old is not None:
+        return old
+    if old is not None and new is not None and list(new.columns) == old.column_names:
+        rows = pa.Table.from_pandas(new, preserve_index=False)
+        fields = list(zip(rows.schema, old.schema, strict=True))
+        if all(got.type == want.type or pa.types.is_null(got.type) for got, want in fields):
+            columns = [rows[got.name].cast(want.type) for got, want in fields]
+            return pa.concat_tables([old, pa.Table.from_arrays(columns, schema=old.schema)])
     frames = [f for f in ([old.to_pandas()] if old is not None else []) + ([new] if new is not None else []) if len(f)]
     merged = typed_trials(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CORE_COLUMNS))
     return pa.Table.from_pandas(merged, preserve_index=False)

@@ -62,13 +62,13 @@ class StepRows:
         self.rows: dict[int, dict[str, float]] = {}
 
     def add(self, step: int, metrics: dict[str, float]) -> None:
-        if self.rows and step < max(self.rows):
+        if self.rows and step < self.last_step():  # rows are kept in step order, so the last key is the last step
             for later in [s for s in self.rows if s >= step]:
                 del self.rows[later]
         self.rows.setdefault(step, {}).update(metrics)
 
     def last_step(self) -> int | None:
-        return max(self.rows) if self.rows else None
+        return next(reversed(self.rows)) if self.rows else None
 
     def items(self) -> list[tuple[int, dict[str, float]]]:
         """(step, metrics) in step order."""

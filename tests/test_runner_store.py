@@ -241,7 +241,7 @@ def test_pack_sizes_follow_the_work_and_the_slots(seeds: int, slots: int, expect
     assert [t.seed for p in packs for t in p] == list(range(seeds))  # every trial once, in seed order
 
 
-def test_several_groups_fill_the_slots_before_any_is_split():
+def test_several_groups_share_the_slots_before_any_is_split():
     trials = [spec(f"a{s}", seed=s) for s in range(8)] + [spec(f"b{s}", seed=s, steps=5) for s in range(8)]
     assert [len(p) for p in seed_packs(trials, 8, 2)] == [8, 8]  # two groups, two slots: nothing to split
     assert [len(p) for p in seed_packs(trials, 8, 4)] == [1] * 16  # 4 + 4 per group gains nothing: singles

@@ -257,18 +257,37 @@ def _rows(ids: list[str], **columns: list) -> pd.DataFrame:
     return tables.typed_trials(pd.DataFrame({**base, **columns}))
 
 
-def test_new_trial_rows_keep_the_tables_dtypes_with_or_without_new_columns():
-    """The refresh appends new rows in Arrow under the old schema when they fit it; rows with a column the table
-    lacks, or of another type, go through pandas. Either way the table reads back as a full pandas concat would."""
+def test_new_trial_rows_keep_the_tables_dtypes_with_or_without_new_columns(monkeypatch):
+    """The refresh appends new rows in Arrow under the old schema when they have exactly its columns and types;
+    rows with a column more or less, or of another type, go through pandas (typed a second time, as one merged
+    frame). Either way the table reads back as a full pandas concat would."""
     import pyarrow as pa
 
+    typed = []
+    monkeypatch.setattr(tables, "typed_trials", lambda frame: typed.append(len(frame)) or _typed(frame))
     old = pa.Table.from_pandas(_rows(["a", "b"], **{"train.lr": [0.1, 0.2], "width": [8, 16]}), preserve_index=False)
     fits = _rows(["c"], **{"train.lr": [0.3], "width": [4]})
     wider = _rows(["d"], **{"train.lr": [0.4], "width": [4], "depth": [2]})
-    retyped = _rows(["e"], **{"train.lr": [0.5], "width": [4.5]})  # int64 cannot hold 4.5: pandas makes it float
-    for new in (fits, wider, retyped):
+    narrower = _rows(["e"], **{"train.lr": [0.5]})
+    retyped = _rows(["f"], **{"train.lr": [0.6], "width": [4.0]})  # float where the table has int64: pandas widens
+    for new, path in ((fits, "arrow"), (wider, "pandas"), (narrower, "pandas"), (retyped, "pandas")):
+        typed.clear()
         got = tables._updated_trials(old, {"b"}, [new]).to_pandas()
-        expected = tables.typed_trials(pd.concat([old.to_pandas().iloc[:1], new], ignore_index=True))
+        assert len(typed) == (1 if path == "arrow" else 2), new["trial_id"][0]
+        expected = _typed(pd.concat([old.to_pandas().iloc[:1], new], ignore_index=True))
         pd.testing.assert_frame_equal(got, expected)
         assert (got["success"].dtype, got["eureka_step"].dtype) == ("boolean", "Int64")
+    assert tables._updated_trials(old, set(), []) is old  # nothing new: the table as it was
     assert tables._updated_trials(None, set(), []).num_rows == 0
+
+
+_typed = tables.typed_trials
+
+
+def test_a_refresh_that_finds_nothing_new_writes_nothing(tmp_path: Path):
+    store = RunStore(tmp_path)
+    execute_trial(store, spec("a"), "L1")
+    assert store.refresh_tables() == (1, 4)
+    written = {path: path.stat().st_mtime_ns for path in (store.trials_table, store.curves_table)}
+    assert RunStore(tmp_path).refresh_tables() == (1, 4)
+    assert {path: path.stat().st_mtime_ns for path in written} == written

@@ -88,10 +88,10 @@ def _trial(seed: int, kernel: str) -> TrialSpec:
 
 @pytest.mark.parametrize("per_job, expected", [(8, [7, 7, 6]), (3, [4, 4, 3, 3, 3, 3]), (100, [10, 10])])
 def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
-    """With seeds_per_trial K a task holds at most max(1, trials_per_job // K) whole packs: no pack is split across
-    tasks, so each trains vectorized in one process. 2 configs x 10 seeds with K = 4 on 2 slots: balanced packs of
-    4, 3, 3 per config; trials_per_job 8 puts two packs in a task, and 100 would put all six in one task but the
-    two slots get three each."""
+    """With seeds_per_trial K a task holds whole packs, at most trials_per_job trials (or one larger pack): no pack
+    is split across tasks, so each trains vectorized in one process. 2 configs x 10 seeds with K = 4 on 2 slots:
+    balanced packs of 4, 3, 3 per config; trials_per_job 8 puts two packs in a task, 3 one pack each, and 100
+    would allow all six in one task but the two slots get three each."""
     from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.runner import seed_packs
 
@@ -117,9 +117,9 @@ def test_seed_packs_go_to_array_tasks_whole(per_job: int, expected: list[int]):
     (40, 2, 40, [[10, 10], [10, 10]]),       # 14 + 13 + 13 would leave one slot a second pack
 ])
 def test_packs_and_tasks_are_cut_for_the_slots(seeds: int, slots: int, per_job: int, units: list[list[int]]):
-    """On SLURM the slots are `array_parallelism`: packs are cut as on Ray (never fewer packs than slots while a
-    group can be split), and the tasks are never fewer than min(slots, packs), so no slot waits while a task runs
-    two packs in sequence."""
+    """On SLURM the slots are `array_parallelism`: packs are cut as on Ray (the largest size whose packs finish
+    within 10% of the soonest), and the tasks are never fewer than min(slots, units), so no slot waits while a task
+    runs two packs in sequence."""
     from orchestrator.backends.slurm.backend import SlurmBackend
 
     trials = [_trial(seed, "softmax") for seed in range(seeds)]

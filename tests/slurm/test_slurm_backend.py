@@ -84,7 +84,7 @@ def test_packed_array_runs_every_trial_with_the_records_of_the_other_backends(sl
 
 
 def test_seed_packs_train_vectorized_inside_array_tasks(slurm_cluster, tmp_path, capsys):
-    """seeds_per_trial on SLURM: each task holds whole packs (trials_per_job // K of them) and trains each pack in
+    """seeds_per_trial on SLURM: each task holds whole packs (up to trials_per_job trials) and trains each pack in
     one process (execute_pack: every member carries the pack's wall time / K), with the other backends' ids."""
     body = (f"name: tiny\ntrainer: eureka\n{TINY_CONFIG}sweep: {{seed: {{range: [0, 6]}}, "
             "model.kernel: [softmax, normsoftmax]}\n")

@@ -153,8 +153,8 @@ class SlurmBackend(Backend):
             return [[[t] for t in chunk] for chunk in pack(trials, self.slurm.trials_per_job)]
         slots = self.slurm.array_parallelism
         units = seed_packs(trials, self.config.seeds_per_trial, slots)
-        cap = max(self.slurm.trials_per_job, max(map(len, units), default=1))
-        return balance(units, max(min(slots, len(units)), -(-len(trials) // cap)), cap)
+        per_job = self.slurm.trials_per_job
+        return balance(units, max(min(slots, len(units)), -(-len(trials) // per_job)), per_job)
 
     def task_chunks(self, trials: list[TrialSpec]) -> list[list[TrialSpec]]:
         """The trials of each array task, in the order it runs them (`task_units` flattened)."""
