@@ -177,3 +177,10 @@ def test_launch_on_a_ray_start_cluster_by_address(tiny_sweep, tmp_path: Path, ra
     # The cluster outlives the launch: we joined it, we did not own it.
     alive = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True)
     assert alive.returncode == 0, alive.stderr
+
+
+def test_a_dry_run_of_gpu_seed_packs_on_a_machine_without_gpus_says_when_slots_are_counted(tiny_sweep, capsys):
+    path = tiny_sweep(backend="backend: {kind: ray, resources: {cpu: 1, gpu: 1}, seeds_per_trial: 2}\n")
+    assert main(["launch", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU slots are counted when the launch starts Ray" in out and "dry run: nothing launched" in out

@@ -288,6 +288,6 @@ def test_a_refresh_that_finds_nothing_new_writes_nothing(tmp_path: Path):
     store = RunStore(tmp_path)
     execute_trial(store, spec("a"), "L1")
     assert store.refresh_tables() == (1, 4)
-    written = {path: path.stat().st_mtime_ns for path in (store.trials_table, store.curves_table)}
+    written = {path: (path.stat().st_ino, path.stat().st_mtime_ns) for path in (store.trials_table, store.curves_table)}
     assert RunStore(tmp_path).refresh_tables() == (1, 4)
-    assert {path: path.stat().st_mtime_ns for path in written} == written
+    assert {path: (path.stat().st_ino, path.stat().st_mtime_ns) for path in written} == written  # not replaced

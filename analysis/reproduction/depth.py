@@ -40,9 +40,9 @@ class DepthStudy:
                     "transformer_layer.py TransformerEncoderLayer.forward), instead of the relative change of the "
                     "logits under a perturbation of every parameter by 1e-3 of its norm (kept as "
                     "relative_output_change). The official script prints the distance unsquared (kept as "
-                    "output_change_norm; this run's depth-2-to-16 ratios of its means: Post-LN x4.4, Admin x1.6); "
-                    "the squared one is the paper's |F(x, W) - F(x, W*)|^2, whose O(N) and O(log N) the "
-                    "criterion tests. Every trial logging it has a new id, so a relaunch runs it again.")
+                    "output_change_norm, whose growth with depth is the square root of this one's); the squared "
+                    "one is the paper's |F(x, W) - F(x, W*)|^2, whose O(N) and O(log N) the criterion tests. "
+                    "Every trial logging it has a new id, so a relaunch runs it again.")
     post_ln_fail: float = 0.5
     others_succeed: float = 0.75
 

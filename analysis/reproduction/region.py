@@ -27,8 +27,8 @@ class RegionStudy:
     verb: str = "search"  # python -m orchestrator <verb> sweeps/<name>.yaml
     changes: str = ("NormSoftmax: the divisor is the population variance of the logits over the keys, not the "
                     "unbiased one (boschresearch/eurekaMoments vit_timm0412.py Attention.forward); its trials have "
-                    "new ids, so the search ran from scratch and took another path (200 trials instead of 192; "
-                    "softmax's definition did not change).")
+                    "new ids, so the search ran from scratch and took another path (softmax's definition did "
+                    "not change).")
     # ^ what changed in the definitions since the last report, citing the source
     title: str = "Optuna: where in learning rate is each kernel robust?"
     claim: str = ("Optuna finds the learning-rate region where each kernel is robust (succeeds for most seeds, "

@@ -198,6 +198,9 @@ class RayBackend(Backend):
         if self.config.address:
             return (f"seed packs of up to {self.config.seeds_per_trial}, cut so the cluster's slots finish soonest "
                     f"(its slots are counted when the launch connects)")
+        if self.config.resources.gpu:
+            return (f"seed packs of up to {self.config.seeds_per_trial}, cut so the slots finish soonest (GPU slots "
+                    f"are counted when the launch starts Ray)")
         slots = self._worker_count(len(trials), {"CPU": float(os.cpu_count() or 1), "GPU": 0.0})
         return describe_packs(trials, self.config.seeds_per_trial, slots) + " (this machine's CPUs)"
 
