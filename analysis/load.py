@@ -2,8 +2,10 @@
 
 The orchestrator refreshes `trials.parquet` and `curves.parquet` from the trials' records at any time
 (`python -m orchestrator tables RUN_DIR`), so a run that is still in progress can be analysed: the tables hold the
-trials finished at the last rebuild. Curves are read with `trial_id` as a categorical (dictionary-encoded) column,
-which keeps a 10M-row table cheap to load and gives the detector integer trial codes for free.
+trials finished at the last refresh. Each table is a parquet file or a folder of parquet parts (what the
+orchestrator writes: see orchestrator/tables.py); pandas and pyarrow read either as one table. Curves are read
+with `trial_id` as a categorical (dictionary-encoded) column, which keeps a 10M-row table cheap to load and gives
+the detector integer trial codes for free.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def read_running(run_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def tables_exist(run_dir: Path) -> bool:
-    return (run_dir / TRIALS_FILE).is_file() and (run_dir / CURVES_FILE).is_file()
+    return (run_dir / TRIALS_FILE).exists() and (run_dir / CURVES_FILE).exists()
 
 
 def rebuild_tables_if_possible(run_dir: Path) -> bool:
@@ -117,7 +119,8 @@ def read_curves(run_dir: Path | str, columns: Sequence[str] | None = None) -> pd
 
 
 def available_columns(path: Path) -> list[str]:
-    return list(pq.read_schema(path).names)
+    """The columns of a table: one parquet file, or a folder of parts with one schema (the orchestrator's)."""
+    return list(pq.ParquetDataset(path).schema.names)
 
 
 def _with_keys(columns: Sequence[str] | None, keys: Sequence[str]) -> list[str] | None:
@@ -127,22 +130,23 @@ def _with_keys(columns: Sequence[str] | None, keys: Sequence[str]) -> list[str] 
 
 
 def _read_table(path: Path, columns: list[str] | None, dictionary_columns: Sequence[str]) -> pa.Table:
-    """Read a parquet file, retrying once: the orchestrator replaces the file atomically, but a reader that opened
-    the old inode just before the rename can still see it vanish on network filesystems."""
-    if not path.is_file():
+    """Read a table (a parquet file or a folder of parts), retrying once: the orchestrator replaces tables
+    atomically, but a reader that listed the old parts just before a refresh compacted them sees them vanish. The
+    link is resolved once per try, so one read lists and opens the parts of one generation."""
+    if not path.exists():
         raise RunTablesMissingError(
             f"{path} does not exist: build the run's tables first with `python -m orchestrator tables "
             f"{path.parent}` (or orchestrator.store.RunStore(run_dir).refresh_tables())"
         )
-    if columns is not None:
-        present = set(available_columns(path))
-        missing = [c for c in columns if c not in present]
-        if missing:
-            raise KeyError(f"{path.name} has no column(s) {missing}; available: {sorted(present)}")
     read_dictionary = [c for c in dictionary_columns if columns is None or c in columns]
     for attempt in range(2):
         try:
-            return pq.read_table(path, columns=columns, read_dictionary=read_dictionary or None)
+            target = path.resolve()
+            if columns is not None:
+                present = set(available_columns(target))
+                if missing := [c for c in columns if c not in present]:
+                    raise KeyError(f"{path.name} has no column(s) {missing}; available: {sorted(present)}")
+            return pq.read_table(target, columns=columns, read_dictionary=read_dictionary or None)
         except (OSError, pa.ArrowInvalid) as error:
             if attempt == 1:
                 raise RunTablesMissingError(

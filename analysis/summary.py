@@ -67,7 +67,7 @@ def analyze_run(
     run_dir = Path(run_dir)
     if not tables_exist(run_dir):
         rebuild_tables_if_possible(run_dir)
-    trial_names = set(available_columns(run_dir / TRIALS_FILE)) if (run_dir / TRIALS_FILE).is_file() else set()
+    trial_names = set(available_columns(run_dir / TRIALS_FILE)) if (run_dir / TRIALS_FILE).exists() else set()
     group_by = _resolve_group(group_by, trial_names)
     wanted = [c for c in (*TRIAL_COLUMNS, *OPTIONAL_TRIAL_COLUMNS, group_by, param if param != AUTO else DEFAULT_PARAM)
               if c in trial_names]

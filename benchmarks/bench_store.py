@@ -7,8 +7,9 @@ expansion of `seed: {range: [0, N]}`, a plan, launch.json, one attempts file per
 real Eureka record (one run of the trainer, 21 evals of its 9 metrics) into segments by SegmentWriter, one per
 simulated worker (N / 500 of them, as a SLURM sweep's array tasks would leave). Each command then runs in its own
 process (so its peak RSS is its own, read with wait4): the finished set, relaunching the finished sweep (all of
-`launch` until it would submit), `status`, a full table rebuild, an incremental refresh after 1,000 new records,
-and `analyze` (up to --analyze-up-to). Up to --legacy-up-to, the same directory in the layout before results/
+`launch` until it would submit), `status`, a full table rebuild, an incremental refresh after 1,000 new records
+(it adds a part to each table), the next such refresh made to compact (as every MAX_PARTS-th one does), and
+`analyze` (up to --analyze-up-to). Up to --legacy-up-to, the same directory in the layout before results/
 (records/<id>.json, trials/<id>/attempts.jsonl) is measured beside it. Last, a simulated sweep appends records
 while a driver loop pokes the background table refresh, and the driver's stall and the refresh's share of the
 wall time are printed. The last line is the legacy/new ratio at the largest size both were measured at.
@@ -158,6 +159,11 @@ print(f"inner {time.perf_counter() - start}")
 """
 
 
+# The same refresh (1k more records) as if the tables already held MAX_PARTS parts: it compacts.
+COMPACTING = TIMED.replace("store = RunStore", "import orchestrator.tables\n"
+                           "orchestrator.tables.MAX_PARTS = 1\nstore = RunStore")
+
+
 def measure(run_dir: Path, sweep: Path) -> dict[str, Measured]:
     """The full rebuild first: a relaunch that runs nothing leaves existing tables as they are."""
     return {"full rebuild": run_measured(cli("tables", str(run_dir), "--rebuild")),
@@ -236,6 +242,10 @@ def main() -> None:
         extra_trials = load_spec(sweep, [f"sweep.seed={{range: [{n}, {n + 1000}]}}"]).trials()
         append_records(RunStore(run_dir), extra_trials, template)
         results["refresh (+1k)"] = run_measured([sys.executable, "-c", TIMED, "refresh_tables", str(run_dir)])
+        more_trials = load_spec(sweep, [f"sweep.seed={{range: [{n + 1000}, {n + 2000}]}}"]).trials()
+        append_records(RunStore(run_dir), more_trials, template)
+        results["refresh, compacting"] = run_measured([sys.executable, "-c", COMPACTING, "refresh_tables",
+                                                       str(run_dir)])
         if n <= args.analyze_up_to:
             results["analyze"] = run_measured(cli("analyze", str(run_dir)))
         print(f"{n:>8}  {'new':<7} {'expansion':<20} {expansion:>8.2f} {'-':>8}")
@@ -255,7 +265,7 @@ def main() -> None:
                           f"{legacy['status'].seconds / results['status'].seconds:.1f}x")
             shutil.rmtree(legacy_dir)
         if n == sweep_at:
-            more = load_spec(sweep, [f"sweep.seed={{range: [{n + 1000}, {n + 1000 + max(100, n // 10)}]}}"]).trials()
+            more = load_spec(sweep, [f"sweep.seed={{range: [{n + 2000}, {n + 2000 + max(100, n // 10)}]}}"]).trials()
             print(simulated_sweep(run_dir, template, more, args.sweep_s), flush=True)
         shutil.rmtree(run_dir)
     print(ratio_line)

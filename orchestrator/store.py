@@ -13,7 +13,8 @@
       trials/<id>/          the trial's private folder, made only when it holds something: checkpoints,
                             log.txt (what the trial printed, its tracebacks) and, while it runs, progress.jsonl
       trials.parquet        one row per finished trial } refreshed from results/ incrementally (only records
-      curves.parquet        one row per eval step     } not yet in them are read) and rebuildable at any time
+      curves.parquet        one row per eval step     } not yet in them are read) and rebuildable at any time;
+                            symlinks to folders of parts in .tables/g<N>/ (orchestrator/tables.py)
       ray/                  Ray Tune's own storage
 
 A run directory written before results/ existed keeps its records in records/<id>.json (one file each) and its

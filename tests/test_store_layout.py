@@ -151,7 +151,7 @@ def test_tables_whose_read_offsets_disagree_are_rebuilt(tmp_path: Path, monkeypa
     RunStore(tmp_path).refresh_tables()  # curves written, trials not
     assert len(pd.read_parquet(store.curves_table)) == 2 * len(before)
     monkeypatch.undo()
-    assert tables.committed_state(store) is None
+    assert tables.committed_tables(store) is None
     _, rows = RunStore(tmp_path).refresh_tables()
     assert sorted(pd.read_parquet(store.trials_table)["trial_id"]) == ["a", "b"]
     assert rows == len(pd.read_parquet(store.curves_table)) == 8
@@ -258,9 +258,10 @@ def _rows(ids: list[str], **columns: list) -> pd.DataFrame:
 
 
 def test_new_trial_rows_keep_the_tables_dtypes_with_or_without_new_columns(monkeypatch):
-    """The refresh appends new rows in Arrow under the old schema when they have exactly its columns and types;
-    rows with a column more or less, or of another type, go through pandas (typed a second time, as one merged
-    frame). Either way the table reads back as a full pandas concat would."""
+    """The refresh appends new rows in Arrow under the old schema when each of their columns is one of its
+    columns with its type (a column they lack is null); rows with a column more, or of another type, go through
+    pandas (typed a second time, as one merged frame). Either way the table reads back as a full pandas concat
+    would, int64 with nulls included."""
     import pyarrow as pa
 
     typed = []
@@ -270,7 +271,9 @@ def test_new_trial_rows_keep_the_tables_dtypes_with_or_without_new_columns(monke
     wider = _rows(["d"], **{"train.lr": [0.4], "width": [4], "depth": [2]})
     narrower = _rows(["e"], **{"train.lr": [0.5]})
     retyped = _rows(["f"], **{"train.lr": [0.6], "width": [4.0]})  # float where the table has int64: pandas widens
-    for new, path in ((fits, "arrow"), (wider, "pandas"), (narrower, "pandas"), (retyped, "pandas")):
+    reordered = _rows(["g"], **{"width": [2], "train.lr": [0.7]})
+    for new, path in ((fits, "arrow"), (wider, "pandas"), (narrower, "arrow"), (retyped, "pandas"),
+                      (reordered, "arrow")):
         typed.clear()
         got = tables._updated_trials(old, {"b"}, [new]).to_pandas()
         assert len(typed) == (1 if path == "arrow" else 2), new["trial_id"][0]
@@ -288,6 +291,70 @@ def test_a_refresh_that_finds_nothing_new_writes_nothing(tmp_path: Path):
     store = RunStore(tmp_path)
     execute_trial(store, spec("a"), "L1")
     assert store.refresh_tables() == (1, 4)
-    written = {path: (path.stat().st_ino, path.stat().st_mtime_ns) for path in (store.trials_table, store.curves_table)}
+    def written() -> dict[Path, tuple[int, int]]:
+        paths = [store.trials_table, store.curves_table, *store.trials_table.iterdir(), *store.curves_table.iterdir()]
+        return {path: (path.lstat().st_ino, path.lstat().st_mtime_ns) for path in paths}
+
+    before = written()
     assert RunStore(tmp_path).refresh_tables() == (1, 4)
-    assert {path: (path.stat().st_ino, path.stat().st_mtime_ns) for path in written} == written  # not replaced
+    assert written() == before  # no part added, no link replaced
+
+
+def _generations(store: RunStore) -> list[str]:
+    return sorted(p.name for p in (store.root / tables.GENERATIONS).iterdir())
+
+
+def _parts(table: Path) -> list[str]:
+    return sorted(p.name for p in table.iterdir())
+
+
+def test_refreshes_append_a_part_each_until_max_parts_then_compact_into_a_new_generation(tmp_path: Path,
+                                                                                          monkeypatch):
+    """A refresh with new rows that fit adds one part to each table; once the tables have MAX_PARTS parts, the
+    next writes a new generation of one part each, moves both links and removes the old generation. No part name
+    is used twice. After each, the tables read as a rebuild of the same records."""
+    monkeypatch.setattr(tables, "MAX_PARTS", 3)
+    store = RunStore(tmp_path)
+    expected = [("g000000", [0]), ("g000000", [0, 1]), ("g000000", [0, 1, 2]), ("g000001", [3])]
+    for i, (generation, parts) in enumerate(expected):
+        execute_trial(store, spec(f"t{i}", seed=i), "L1")
+        assert RunStore(tmp_path).refresh_tables() == (i + 1, 4 * (i + 1))
+        assert _parts(store.trials_table) == _parts(store.curves_table) == [f"part-{n:06d}.parquet" for n in parts]
+        assert _generations(store) == [generation]
+        assert sorted(pd.read_parquet(store.trials_table)["trial_id"]) == [f"t{n}" for n in range(i + 1)]
+    assert store.trials_table.is_symlink() and str(store.trials_table.readlink()) == ".tables/g000001/trials"
+    incremental = pd.read_parquet(store.trials_table), pd.read_parquet(store.curves_table)
+    RunStore(tmp_path).rebuild_tables()
+    assert _generations(store) == ["g000002"] and _parts(store.curves_table) == ["part-000004.parquet"]
+    pd.testing.assert_frame_equal(incremental[0], pd.read_parquet(store.trials_table))
+    pd.testing.assert_frame_equal(incremental[1], pd.read_parquet(store.curves_table))
+
+
+def test_new_rows_with_a_column_the_parts_lack_compact_the_tables(tmp_path: Path):
+    store = RunStore(tmp_path)
+    execute_trial(store, spec("a"), "L1")
+    store.refresh_tables()
+    execute_trial(store, spec("b", seed=1, sleep_s=0.0), "L1")  # a config key the first trial lacks
+    assert RunStore(tmp_path).refresh_tables() == (2, 8)
+    assert _generations(store) == ["g000001"] and _parts(store.trials_table) == ["part-000001.parquet"]
+    trials = pd.read_parquet(store.trials_table).set_index("trial_id")
+    assert pd.isna(trials.loc["a", "train.sleep_s"]) and trials.loc["b", "train.sleep_s"] == 0.0
+    assert trials["success"].dtype == "boolean" and trials["eureka_step"].dtype == "Int64"
+
+
+def test_a_run_directory_copied_without_its_links_reads_and_refreshes(tmp_path: Path):
+    """shutil.copytree (as cp -rL) copies the parts' folders in place of the links: every reader still reads
+    them, and the next refresh rebuilds and links the tables again."""
+    store = RunStore(tmp_path / "run")
+    execute_trial(store, spec("a"), "L1")
+    store.refresh_tables()
+    copy = shutil.copytree(store.root, tmp_path / "copy")
+    copied = RunStore(copy)
+    assert copied.trials_table.is_dir() and not copied.trials_table.is_symlink()
+    assert list(pd.read_parquet(copied.trials_table)["trial_id"]) == ["a"]
+    assert tables.committed_tables(copied) is None
+    execute_trial(copied, spec("b", seed=1), "L1")
+    assert copied.refresh_tables() == (2, 8)
+    assert copied.trials_table.is_symlink() and copied.curves_table.is_symlink()
+    assert sorted(pd.read_parquet(copied.curves_table)["trial_id"].unique()) == ["a", "b"]
+    assert list(pd.read_parquet(store.trials_table)["trial_id"]) == ["a"]  # the original is untouched

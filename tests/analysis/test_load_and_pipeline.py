@@ -83,7 +83,7 @@ def test_tables_missing_but_records_present_are_rebuilt_with_the_orchestrators_s
             curve={"steps": steps, "metrics": {"val_acc": acc}},
         ))
     trials, curves = load_run(store.root)
-    assert (store.root / "trials.parquet").is_file()
+    assert (store.root / "trials.parquet").is_symlink() and (store.root / "trials.parquet").is_dir()
     assert sorted(trials["trial_id"]) == ["a1", "b2"] and len(curves) == 2 * len(steps)
     result = analyze_run(store.root)
     assert result.detections.loc["a1", "eureka_step"] == 800
