@@ -33,6 +33,7 @@ def test_overhead_benchmark_runs_and_prints_its_ratios_last(cli_env):
                                  "--backend", "local", "--tiny"]),
         ("bench_store.py", ["--sizes", "100", "--legacy-up-to", "100", "--analyze-up-to", "0", "--sweep-s", "1"]),
         ("bench_packs.py", ["--sizes", "1", "4", "--steps", "3", "--rounds", "1"]),
+        ("bench_compile.py", ["--tiny", "--rounds", "1", "--block", "5", "--trial-steps", "5"]),
         ("bench_gpu.py", ["--gpus", "0", "--backend", "local", "--tiny", "--steps", "20", "--k", "2",
                           "--packs-per-gpu", "2", "--single-trials", "2", "--pack-trials", "4"]),
     ],

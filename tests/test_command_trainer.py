@@ -103,6 +103,31 @@ def test_placeholders_are_filled_from_the_trial_and_ids_follow_the_declared_valu
     assert [t.trial_id for t in load_spec(path, ["train.lr=0.2"]).trials()] != ids
 
 
+def test_a_program_that_fails_before_it_is_followed_still_explains_its_failure(tmp_path: Path, monkeypatch):
+    """On a busy machine the program can write its output and exit before the trainer starts following it; the
+    output is still the error's tail (the position where the program's output begins is taken before its start)."""
+    import trainers.command as command
+
+    started = command._started
+
+    @contextlib.contextmanager
+    def started_then_descheduled(*args, **kwargs):
+        with started(*args, **kwargs) as (program, terminated):
+            program.wait()  # the trainer's thread runs again only once the program is done
+            yield program, terminated
+
+    monkeypatch.setattr(command, "_started", started_then_descheduled)
+    prog = script(tmp_path, "prog.py", """\
+        import sys
+        print("loading the data set", flush=True)
+        sys.exit("ValueError: the data set is empty")
+    """)
+    path = command_sweep(tmp_path, f'["{{python}}", {prog.name}]', sweep="sweep: {seed: [0]}\n")
+    assert launch(path, tmp_path / "run") == 1
+    (record,) = RunStore(tmp_path / "run").records().values()
+    assert record.status == "failed" and "exited with code 1" in record.error
+    assert record.error.strip().splitlines()[-2:] == ["loading the data set", "ValueError: the data set is empty"]
+
 def test_failed_diverged_and_timed_out_programs(tmp_path: Path, capsys):
     body = """\
         import json, sys, time

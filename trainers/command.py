@@ -285,9 +285,10 @@ class BoundCommandTrainer:
         for text in source.new_lines():  # what earlier attempts reported: a resumed program continues this curve
             if (row := metric_row(text)) is not None:
                 rows.add(*row)
+        log_start = ctx.log.path.stat().st_size  # before the start: a program may write and exit at once
         with open(ctx.log.path, "ab") as output, \
                 _started(argv, config.cwd, ctx.num_threads, output) as (program, terminated):
-            return _follow(program, terminated, config, rows, ctx, source, self.metric_directions)
+            return _follow(program, terminated, config, rows, ctx, source, self.metric_directions, log_start)
 
 
 @contextlib.contextmanager
@@ -346,11 +347,11 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _follow(program: subprocess.Popen[bytes], terminated: threading.Event, config: Any, rows: StepRows,
-            ctx: TrialContext, source: FileTail, directions: dict[str, str]) -> TrainResult:
+            ctx: TrialContext, source: FileTail, directions: dict[str, str], log_start: int) -> TrainResult:
     """Follow the program until it exits (or is stopped), turning the metric lines it appends to `source` (the
-    log, or its metrics file) into the curve; the log's last lines explain a failure."""
+    log, or its metrics file) into the curve; the log's last lines from byte `log_start` on (where the program's
+    output begins) explain a failure."""
     log: TrialLog = ctx.log  # type: ignore[assignment]
-    log_start = log.path.stat().st_size
     deadline = time.monotonic() + config.timeout_s if config.timeout_s else math.inf
     reason: str | None = None
 

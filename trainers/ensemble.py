@@ -104,6 +104,8 @@ def check_vectorizable(config: EurekaConfig) -> None:
     """Raise NotImplementedError for what the ensemble does not cover (the orchestrator then runs seed by seed)."""
     if config.task.kind != "tokens":
         raise NotImplementedError(f"seed packs cover the token task only, not task.kind={config.task.kind!r}")
+    if config.train.compile:
+        raise NotImplementedError("train.compile compiles the one-seed step; seed packs run it eager")
 
 
 def forward_slots(model: nn.Module, probe: Callable[[], Any]) -> list[Slot]:

@@ -18,8 +18,10 @@ noise, shuffled positions, indicator groups, match probability) are the paper's 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -128,6 +130,14 @@ class TrainConfig(TrainSection):
     warmup_steps: int = param(0, ge=0, identity="unless_default",
                               doc="linear warmup: lr * step / warmup_steps for the first warmup_steps steps")
     min_lr: float = param(0.0, ge=0, identity="unless_default", doc="cosine: the learning rate at the last step")
+    compile: bool = param(
+        False, identity=False,
+        doc="torch.compile each step's forward and loss (the backward through AOTAutograd): the results are "
+        "eager's up to rounding, so it is not part of the trial id. The compile is paid once per process and "
+        "config shape, and later processes load it from inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR); "
+        "BENCHMARKS.md gives its cost and payback. On CPU it needs a C++ compiler. One seed per trial: a config "
+        "with it runs seed by seed, not in seed packs",
+    )
 
     @property
     def scheduled(self) -> bool:
@@ -305,7 +315,8 @@ class EurekaTrainer(LoopTrainer):
         model, tc = state["model"], state["_config"].train
         model.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule
         batch = state["_task"].sample(tc.batch_size, state["data"]).to(state["_device"], state["_dtype"])
-        loss = F.cross_entropy(model(batch.inputs, batch.noise), batch.labels)
+        loss_of = compiled_batch_loss() if tc.compile else batch_loss
+        loss = loss_of(model, batch.inputs, batch.noise, batch.labels)
         state["optimizer"].zero_grad(set_to_none=True)
         loss.backward()
         if tc.scheduled:
@@ -328,6 +339,19 @@ class EurekaTrainer(LoopTrainer):
             **entropies,
             **qkv_grad_norms(model),  # gradients of the step just taken (0 at step 0)
         }
+
+
+def batch_loss(model: nn.Module, inputs: torch.Tensor, noise: torch.Tensor | None,
+               labels: torch.Tensor) -> torch.Tensor:
+    """A training step's loss: the cross-entropy of the model's logits (B, 10) on the batch's labels (B,)."""
+    return F.cross_entropy(model(inputs, noise), labels)
+
+
+@functools.cache
+def compiled_batch_loss() -> Callable[..., torch.Tensor]:
+    """`batch_loss` under torch.compile, made once per process, so that every trial the process runs reuses its
+    compiled graphs: a new trial's model of the same config and shapes does not compile again."""
+    return torch.compile(batch_loss)
 
 
 TRAINER = EurekaTrainer()

@@ -91,6 +91,12 @@ class KernelRegressionConfig:
     train: RegressionTrain = section(RegressionTrain)
     success: RegressionSuccess = section(RegressionSuccess)
 
+    def semantics_version(self) -> str | None:
+        """Version 2 (orchestrator.api: it enters the trial id): a float64 trial's teacher targets are computed in
+        float64 (they were float32 products cast to float64). float32 trials and random targets compute what they
+        always did, and keep their ids."""
+        return "2" if self.train.dtype == "float64" and self.task.target != "random" else None
+
 
 class AttentionLayer(torch.nn.Module):
     def __init__(self, dim: int, kernel: str, std: float, normalize: bool = True) -> None:
@@ -123,9 +129,14 @@ def teacher_layer(dim: int, kernel: str, scale: float, normalize: bool = True) -
 
 
 def make_data(
-    task: RegressionTask, seed: int, student: AttentionLayer | None = None, trained: tuple[str, ...] = ()
+    task: RegressionTask, seed: int, student: AttentionLayer | None = None, trained: tuple[str, ...] = (),
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs X (N, n, d) and targets Y (N, n, d); a planted target needs the student and its trained matrices."""
+    """Inputs X (N, n, d) and targets Y (N, n, d); a planted target needs the student and its trained matrices.
+
+    X is drawn in float32 (the same values on every CPU). A teacher's targets are computed in float64 for a float64
+    trial (`dtype`), else in float32: a float64 trial whose targets came from float32 products would inherit the
+    rounding of the CPU's float32 kernels (~1e-7), and its curve would depend on the machine."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(task.n_samples, task.seq_len, task.dim, generator=g)  # (N, n, d)
     if task.target == "random":
@@ -140,8 +151,9 @@ def make_data(
         with torch.no_grad():
             for name in trained:
                 getattr(teacher, name).copy_(getattr(donor, name))
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        return x, teacher(x)
+        return x, teacher.to(compute)(x.to(compute))
 
 
 class KernelRegressionTrainer(FullBatchTrainer):
@@ -157,7 +169,7 @@ class KernelRegressionTrainer(FullBatchTrainer):
         dtype = resolve_dtype(tc.dtype)
         # student init from the loop's torch.manual_seed(seed)
         model = AttentionLayer(task.dim, config.model.kernel, config.model.init_std, config.model.gaussian_normalize)
-        x, y = make_data(task, seed, student=model, trained=TRAINED[tc.trainable])  # on the CPU, then moved
+        x, y = make_data(task, seed, student=model, trained=TRAINED[tc.trainable], dtype=dtype)  # CPU, then moved
         model = model.to(device=device, dtype=dtype)
         x, y = to_device(device, x, y, dtype=dtype)
         trained = [getattr(model, name) for name in TRAINED[tc.trainable]]

@@ -159,3 +159,20 @@ def test_cosine_schedule_values(step: int, expected: float) -> None:
     tc = TrainConfig(steps=100, lr=1e-3, schedule="cosine", warmup_steps=10, min_lr=1e-5)
     assert scheduled_lr(tc.lr, step, tc) == pytest.approx(expected, rel=1e-12)
     assert scheduled_lr(1e-3, 50, TrainConfig(steps=100, lr=1e-3, warmup_steps=10)) == 1e-3  # constant after warmup
+
+
+def test_only_float64_kernel_regression_trials_with_a_teacher_get_new_ids() -> None:
+    """A float64 trial's teacher targets are now computed in float64 (trainers/kernel_regression.py make_data):
+    those trials get new ids; float32 trials (every shipped sweep) and random targets keep theirs."""
+    path = REPO / "sweeps/gaussian_vs_softmax.yaml"
+
+    def first(overrides: list[str]) -> tuple[str, str | None]:
+        spec = load_spec(path, overrides)
+        trial = spec.trials()[0]
+        config = schema.build(spec.trainer.config_class, trial.config)
+        return trial.trial_id, schema.to_dict(config, identity_only=True).get(schema.SEMANTICS_KEY)
+
+    assert first([]) == ("e8316c149228f510", None)  # pinned from before the change: float32, planted
+    float64_id, version = first(["train.dtype=float64"])
+    assert version == "2" and float64_id != "76cdc4fedfe0b1ac"  # the same trial in float64, before the change
+    assert first(["train.dtype=float64", "task.target=random"])[1] is None

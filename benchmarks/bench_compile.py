@@ -1,0 +1,159 @@
+"""torch.compile of the Eureka trainer's training step: what the compile costs, cold and from inductor's on-disk
+FX graph cache, and what it saves per step against eager, measured side by side.
+
+    .venv/bin/python benchmarks/bench_compile.py                        # default trial (softmax); ~5 min
+    .venv/bin/python benchmarks/bench_compile.py --tiny --rounds 1      # smoke test
+
+Each measurement runs in its own child process (fresh dynamo and inductor state in memory), all of them with
+TORCHINDUCTOR_CACHE_DIR set to one new temporary folder: the first child compiles cold, the second finds the
+compiled graphs on disk, as the next worker process of a sweep would. In each child, with the trial's one torch
+thread:
+- the first compiled step's time minus an eager step's is the compile cost;
+- eager and compiled steps then alternate in blocks of --block steps over --rounds rounds (order flipped every
+  round), on two models of the same init, and the summed times give the ratio;
+- a second model (the next trial of the same process, another seed) takes one compiled step: whether the graph is
+  reused or compiled again;
+- whole trials of --trial-steps steps (`EurekaTrainer.run`, evals included), eager then compiled, one each.
+A step is what the trainer's step does: sample a batch, forward, cross-entropy, backward, fused AdamW. Only the
+forward and the loss are compiled (backward through AOTAutograd); sampling and the optimizer stay eager.
+The useful work is the step's matrix-multiply FLOPs (torch's FlopCounterMode), and the GEMM limit is
+bench_vectorize's: the step's linear-layer shapes timed alone. The last line is the payback: trial-steps (and
+default 2,000-step trials) after which the compile cost is repaid, from the cold and from the warm cache; the last
+line is the step's speed-up in the warm process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TINY = {"task": {"val_size": 64}, "model": {"depth": 1, "width": 16, "heads": 2}, "train": {"batch_size": 16}}
+
+
+def child(overrides: dict[str, Any], block: int, rounds: int, trial_steps: int) -> dict[str, float]:
+    """One process's measurements (see the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from orchestrator.api import TrialContext
+    from orchestrator.schema import build
+    from trainers.eureka import TRAINER
+
+    torch.set_num_threads(1)
+    config = build(TRAINER.config_class, overrides)
+    device = torch.device("cpu")
+
+    def trial_state(seed: int) -> dict[str, Any]:
+        torch.manual_seed(seed)  # the loop seeds the global RNG before setup: the model's init
+        return TRAINER.setup(config, seed, device)
+
+    def loss_of(model: torch.nn.Module, inputs: torch.Tensor, noise: torch.Tensor | None,
+                labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(inputs, noise), labels)
+
+    compiled_loss = torch.compile(loss_of)
+
+    def step(state: dict[str, Any], loss_fn: Any) -> None:
+        batch = state["_task"].sample(config.train.batch_size, state["data"])
+        loss = loss_fn(state["model"], batch.inputs, batch.noise, batch.labels)
+        state["optimizer"].zero_grad(set_to_none=True)
+        loss.backward()
+        state["optimizer"].step()
+
+    def timed_steps(state: dict[str, Any], loss_fn: Any, n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            step(state, loss_fn)
+        return time.perf_counter() - start
+
+    eager, compiled = trial_state(0), trial_state(0)
+    timed_steps(eager, loss_of, 5)  # warm the allocator and the eager kernels
+    eager_step = timed_steps(eager, loss_of, 5) / 5
+    first = timed_steps(compiled, compiled_loss, 1)
+    timed_steps(compiled, compiled_loss, 5)
+    with FlopCounterMode(display=False) as counter:
+        step(trial_state(2), loss_of)
+    totals = {"eager": 0.0, "compiled": 0.0}
+    for r in range(rounds):
+        order = [("eager", eager, loss_of), ("compiled", compiled, compiled_loss)]
+        for name, state, loss_fn in order if r % 2 == 0 else order[::-1]:
+            totals[name] += timed_steps(state, loss_fn, block)
+    next_trial = timed_steps(trial_state(1), compiled_loss, 1)
+    trial_s = {}
+    for name, compile in (("eager", False), ("compiled", True)):  # the trainer's own compiled function, warmed up
+        whole = build(TRAINER.config_class, {**overrides, "train": {**overrides.get("train", {}),
+                                                                    "steps": trial_steps, "compile": compile}})
+        TRAINER.run(build(TRAINER.config_class, {**overrides, "train": {**overrides.get("train", {}), "steps": 2,
+                                                                        "compile": compile}}),
+                    5, TrialContext(workdir=Path(tempfile.mkdtemp())))
+        start = time.perf_counter()
+        TRAINER.run(whole, 6, TrialContext(workdir=Path(tempfile.mkdtemp())))
+        trial_s[name] = time.perf_counter() - start
+    n = block * rounds
+    return {"compile_s": first - eager_step, "eager_ms": 1e3 * totals["eager"] / n,
+            "compiled_ms": 1e3 * totals["compiled"] / n, "next_trial_first_step_s": next_trial,
+            "flops": float(counter.get_total_flops()), "trial_eager_s": trial_s["eager"],
+            "trial_compiled_s": trial_s["compiled"]}
+
+
+def run_child(overrides: dict[str, Any], block: int, rounds: int, trial_steps: int, cache: Path) -> dict[str, float]:
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_compile; "
+            f"print(json.dumps(bench_compile.child({overrides!r}, {block}, {rounds}, {trial_steps})))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--block", type=int, default=50, help="steps per timed block")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--trial-steps", type=int, default=500, help="steps of the whole trials timed")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model (smoke test)")
+    parser.add_argument("--work-dir", type=Path, help="where the compile cache's temporary folder goes")
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = TINY if args.tiny else {}
+
+    import torch
+    from bench_vectorize import gemm_rates
+
+    torch.set_num_threads(1)
+    limit = gemm_rates(1)[0]
+    print(f"torch {torch.__version__}; GEMM limit at the step's linear-layer shapes, one thread: {limit:.1f} GFLOP/s")
+    with tempfile.TemporaryDirectory(prefix="bench-compile-", dir=args.work_dir) as cache:
+        runs = {label: run_child(overrides, args.block, args.rounds, args.trial_steps, Path(cache))
+                for label in ("cold", "warm")}
+    print(f"{'cache':<6} {'compile s':>9} {'eager ms':>9} {'compiled ms':>11} {'speed-up':>8} "
+          f"{'eager % limit':>13} {'compiled % limit':>16} {'next trial s':>12}")
+    for label, m in runs.items():
+        share = {name: 100 * m["flops"] / (m[f"{name}_ms"] / 1e3) / 1e9 / limit for name in ("eager", "compiled")}
+        print(f"{label:<6} {m['compile_s']:>9.1f} {m['eager_ms']:>9.2f} {m['compiled_ms']:>11.2f} "
+              f"{m['eager_ms'] / m['compiled_ms']:>7.2f}x {share['eager']:>12.0f}% {share['compiled']:>15.0f}% "
+              f"{m['next_trial_first_step_s']:>12.2f}")
+    print(f"useful work: {runs['cold']['flops'] / 1e6:.0f} MFLOP per step (matrix multiplies, forward and backward)")
+    for label, m in runs.items():
+        print(f"whole trial of {args.trial_steps} steps ({label} process): eager {m['trial_eager_s']:.1f} s, "
+              f"compiled {m['trial_compiled_s']:.1f} s, {m['trial_eager_s'] / m['trial_compiled_s']:.2f}x")
+    for label, m in runs.items():
+        saved = (m["eager_ms"] - m["compiled_ms"]) / 1e3
+        if saved <= 0:
+            print(f"payback ({label} cache): never, the compiled step is not faster")
+            continue
+        steps = m["compile_s"] / saved
+        print(f"payback ({label} cache): {steps:,.0f} trial-steps = {steps / 2000:.2f} default trials of 2,000 steps")
+    warm = runs["warm"]
+    print(f"ratio compiled / eager step speed (warm cache process): {warm['eager_ms'] / warm['compiled_ms']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
