@@ -1,7 +1,8 @@
 """torch.compile of the Eureka trainer's training step: what the compile costs, cold and from inductor's on-disk
 FX graph cache, and what it saves per step against eager, measured side by side.
 
-    .venv/bin/python benchmarks/bench_compile.py                        # default trial (softmax); ~5 min
+    .venv/bin/python benchmarks/bench_compile.py                        # default trial (softmax); ~1 min
+    .venv/bin/python benchmarks/bench_compile.py --profile 100          # then where a compiled step's time goes
     .venv/bin/python benchmarks/bench_compile.py --tiny --rounds 1      # smoke test
 
 Each measurement runs in its own child process (fresh dynamo and inductor state in memory), all of them with
@@ -17,9 +18,11 @@ thread:
 A step is what the trainer's step does: sample a batch, forward, cross-entropy, backward, fused AdamW. Only the
 forward and the loss are compiled (backward through AOTAutograd); sampling and the optimizer stay eager.
 The useful work is the step's matrix-multiply FLOPs (torch's FlopCounterMode), and the GEMM limit is
-bench_vectorize's: the step's linear-layer shapes timed alone. The last line is the payback: trial-steps (and
-default 2,000-step trials) after which the compile cost is repaid, from the cold and from the warm cache; the last
-line is the step's speed-up in the warm process.
+bench_vectorize's: the step's linear-layer shapes timed alone, in this (the parent) process, so the "% limit"
+columns carry the machine's drift between processes, which the ratios do not. Then the payback: trial-steps (and
+default 2,000-step trials) after which the compile cost is repaid, from the cold and from the warm cache. With
+--profile N, torch's profiler then covers N compiled `EurekaTrainer.step` calls (after 10 warm-up steps) and the
+ops' shares of the self CPU time are printed. The last line is the step's speed-up in the warm process.
 """
 
 from __future__ import annotations
@@ -93,17 +96,41 @@ def child(overrides: dict[str, Any], block: int, rounds: int, trial_steps: int) 
     for name, compile in (("eager", False), ("compiled", True)):  # the trainer's own compiled function, warmed up
         whole = build(TRAINER.config_class, {**overrides, "train": {**overrides.get("train", {}),
                                                                     "steps": trial_steps, "compile": compile}})
-        TRAINER.run(build(TRAINER.config_class, {**overrides, "train": {**overrides.get("train", {}), "steps": 2,
-                                                                        "compile": compile}}),
-                    5, TrialContext(workdir=Path(tempfile.mkdtemp())))
-        start = time.perf_counter()
-        TRAINER.run(whole, 6, TrialContext(workdir=Path(tempfile.mkdtemp())))
-        trial_s[name] = time.perf_counter() - start
+        warm_up = build(TRAINER.config_class, {**overrides, "train": {**overrides.get("train", {}), "steps": 2,
+                                                                       "compile": compile}})
+        with tempfile.TemporaryDirectory() as work:
+            TRAINER.run(warm_up, 5, TrialContext(workdir=Path(work) / "warm-up"))
+            start = time.perf_counter()
+            TRAINER.run(whole, 6, TrialContext(workdir=Path(work) / "trial"))
+            trial_s[name] = time.perf_counter() - start
     n = block * rounds
     return {"compile_s": first - eager_step, "eager_ms": 1e3 * totals["eager"] / n,
             "compiled_ms": 1e3 * totals["compiled"] / n, "next_trial_first_step_s": next_trial,
             "flops": float(counter.get_total_flops()), "trial_eager_s": trial_s["eager"],
             "trial_compiled_s": trial_s["compiled"]}
+
+
+def profile_steps(overrides: dict[str, Any], steps: int) -> None:
+    """Print the ops' shares of the self CPU time of `steps` compiled trainer steps (after 10 warm-up steps)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from orchestrator.schema import build
+    from trainers.eureka import TRAINER
+
+    config = build(TRAINER.config_class, {**overrides, "train": {**overrides.get("train", {}), "compile": True}})
+    torch.manual_seed(0)
+    state = TRAINER.setup(config, 0, torch.device("cpu"))
+    for step in range(1, 11):
+        TRAINER.step(state, step)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for step in range(11, 11 + steps):
+            TRAINER.step(state, step)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"profile of {steps} compiled steps: {total / 1e3 / steps:.2f} ms a step (profiler included); self CPU time:")
+    for event in events[:16]:
+        print(f"  {100 * event.self_cpu_time_total / total:5.1f}%  {event.key[:100]}")
 
 
 def run_child(overrides: dict[str, Any], block: int, rounds: int, trial_steps: int, cache: Path) -> dict[str, float]:
@@ -121,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trial-steps", type=int, default=500, help="steps of the whole trials timed")
     parser.add_argument("--tiny", action="store_true", help="a tiny model (smoke test)")
     parser.add_argument("--work-dir", type=Path, help="where the compile cache's temporary folder goes")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N compiled steps (0: no)")
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = TINY if args.tiny else {}
 
@@ -151,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         steps = m["compile_s"] / saved
         print(f"payback ({label} cache): {steps:,.0f} trial-steps = {steps / 2000:.2f} default trials of 2,000 steps")
+    if args.profile:
+        profile_steps(overrides, args.profile)
     warm = runs["warm"]
     print(f"ratio compiled / eager step speed (warm cache process): {warm['eager_ms'] / warm['compiled_ms']:.2f}x")
 

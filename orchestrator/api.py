@@ -222,7 +222,9 @@ class PackTrainer(Protocol):
     `run_pack` returns one result per trial, in order, each what `run` would return for it up to floating-point
     rounding; it raises NotImplementedError for a pack it cannot vectorize, and the orchestrator then runs the
     trials one by one. `pack_varies` names the config keys besides the seed that may differ inside a pack (e.g.
-    ("train.lr",)); the orchestrator packs only trials that differ in nothing else.
+    ("train.lr",)); the orchestrator packs only trials that differ in nothing else. A trainer may also define
+    `can_pack(config) -> bool`: False for a config it would not vectorize, whose trials the orchestrator then
+    plans as single trials (spread over the slots) instead of packs that would run one trial after another.
     """
 
     pack_varies: tuple[str, ...]

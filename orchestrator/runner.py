@@ -175,7 +175,8 @@ def seed_packs(trials: list[TrialSpec], size: int, slots: int = 1) -> list[list[
 
 
 def pack_groups(trials: list[TrialSpec]) -> list[list[TrialSpec]]:
-    """The trials that may share a pack, each group in (config, seed) order."""
+    """The trials that may share a pack, each group in (config, seed) order; a group whose config the trainer
+    cannot pack (its optional `can_pack`, orchestrator.api.PackTrainer) is split into single trials."""
     varies = {name: set(trainer.pack_varies) if isinstance(trainer := get_trainer(name), PackTrainer) else set()
               for name in {t.trainer for t in trials}}
     groups: dict[str, list[TrialSpec]] = {}
@@ -184,7 +185,14 @@ def pack_groups(trials: list[TrialSpec]) -> list[list[TrialSpec]]:
         groups.setdefault(trial.trainer + canonical_json(shared), []).append(trial)
     for members in groups.values():
         members.sort(key=lambda t: (canonical_json(t.config), t.seed))
-    return list(groups.values())
+    return [group for members in groups.values()
+            for group in ([members] if _packable(members[0]) else [[trial] for trial in members])]
+
+
+def _packable(trial: TrialSpec) -> bool:
+    trainer = get_trainer(trial.trainer)
+    can_pack = getattr(trainer, "can_pack", None)
+    return can_pack is None or bool(can_pack(schema.build(trainer.config_class, trial.config)))
 
 
 def unit_sizes(n: int, k: int, size: int) -> list[int]:

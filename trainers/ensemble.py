@@ -33,8 +33,8 @@ What differs from the sequential trainer on purpose:
   entropy diagnostic) are read back out of the vmapped call and handed to the model's own diagnostic functions one
   member at a time, through a per-member view of the weights and gradients.
 
-Not vectorized (raises NotImplementedError before any work, so the orchestrator runs the pack seed by seed):
-the image task.
+Not vectorized (`can_pack` is False, so the orchestrator plans such trials as single trials, and `run_pack` raises
+NotImplementedError before any work): the image task, and `train.compile` (it compiles the one-seed step).
 
 Speed (benchmarks/bench_vectorize.py, 1 torch thread, 2-core AMD EPYC): ~1.1-1.35x the sequential member-steps per
 second at K = 8-32, not more. A default trial is compute-bound on CPU: matrix multiplies are ~51% of a sequential
@@ -105,7 +105,8 @@ def check_vectorizable(config: EurekaConfig) -> None:
     if config.task.kind != "tokens":
         raise NotImplementedError(f"seed packs cover the token task only, not task.kind={config.task.kind!r}")
     if config.train.compile:
-        raise NotImplementedError("train.compile compiles the one-seed step; seed packs run it eager")
+        raise NotImplementedError("train.compile compiles the one-seed step, not the vectorized one: its trials "
+                                  "run one by one, each compiled")
 
 
 def forward_slots(model: nn.Module, probe: Callable[[], Any]) -> list[Slot]:
@@ -370,6 +371,15 @@ class EurekaPackTrainer(EurekaTrainer):
     It lives here, beside the ensemble it runs, so that the sequential trainer does not import this module."""
 
     pack_varies = ("train.lr",)  # config keys besides the seed that may differ inside a seed pack (run_pack)
+
+    def can_pack(self, config: EurekaConfig) -> bool:
+        """Whether `run_pack` vectorizes this config (`check_vectorizable`); the orchestrator plans the trials of
+        one it does not as single trials."""
+        try:
+            check_vectorizable(config)
+        except NotImplementedError:
+            return False
+        return True
 
     def run_pack(self, configs: list[EurekaConfig], seeds: list[int],
                  contexts: list[TrialContext]) -> list[TrainResult]:

@@ -136,7 +136,7 @@ def make_data(
 
     X is drawn in float32 (the same values on every CPU). A teacher's targets are computed in float64 for a float64
     trial (`dtype`), else in float32: a float64 trial whose targets came from float32 products would inherit the
-    rounding of the CPU's float32 kernels (~1e-7), and its curve would depend on the machine."""
+    rounding of the CPU's float32 kernels, and its curve would depend on the machine."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(task.n_samples, task.seq_len, task.dim, generator=g)  # (N, n, d)
     if task.target == "random":

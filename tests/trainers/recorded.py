@@ -6,8 +6,7 @@ these short, non-chaotic configs agree across code paths far inside the comparis
 section 6: float64 gaps of pack vs sequential, a harder case, stay below 1e-10 of the ensemble tests' tolerance).
 A port that changes what is computed (another RNG draw, a missed step) moves them by orders of magnitude more.
 The two kernel_regression cases were recorded again (2026-12-04) when a float64 trial's teacher targets became
-float64 products: the old float32 targets made those curves differ between an AMD and an Intel CPU by up to 1e-7,
-and the new recording differs from the old by that much (7.8e-8 and 6.1e-9 at most, relative).
+float64 products: the float32 targets before made those curves depend on the CPU (BENCHMARKS.md, section 6).
 
     .venv/bin/python -m tests.trainers.recorded     # re-record (only when a trainer's meaning changes on purpose)
 """

@@ -1,5 +1,5 @@
 """`train.compile`: a compiled Eureka trial gives eager's results up to rounding, keeps the trial id, reuses its
-graphs for the next trial of the process, and runs seed by seed rather than in a seed pack."""
+graphs for the next trial of the process, and is planned as a single trial rather than in a seed pack."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from orchestrator.api import TrialContext
+from orchestrator.runner import seed_packs
 from orchestrator.schema import build
 from orchestrator.spec import load_spec
 from tests.conftest import REPO
+from trainers import eureka
 from trainers.ensemble import check_vectorizable
 from trainers.eureka import TRAINER, compiled_batch_loss
 
@@ -28,19 +30,36 @@ def small(kernel: str, **train: Any) -> Any:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["softmax", "heat"])  # heat: its schedule's value changes every step
-def test_a_compiled_trial_gives_the_eager_curve_up_to_rounding(kernel: str, tmp_path: Path) -> None:
+def test_a_compiled_trial_gives_the_eager_curve_up_to_rounding(kernel: str, tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def counted() -> Any:  # the trainer's compiled function, each call of it counted
+        compiled_loss = compiled_batch_loss()
+        return lambda *args: calls.append(1) or compiled_loss(*args)
+
+    monkeypatch.setattr(eureka, "compiled_batch_loss", counted)
     eager = TRAINER.run(small(kernel), 3, TrialContext(workdir=tmp_path / "eager"))
+    assert calls == []
     compiled = TRAINER.run(small(kernel, compile=True), 3, TrialContext(workdir=tmp_path / "compiled"))
+    assert len(calls) == SMALL["train"]["steps"]  # every step went through torch.compile's function
     assert (compiled.status, compiled.steps_run, compiled.curve.steps) == (eager.status, eager.steps_run,
                                                                            eager.curve.steps)
     assert eager.curve.metrics["train_loss"][-1] < eager.curve.metrics["train_loss"][1]  # it trained
     for name, values in eager.curve.metrics.items():
         assert compiled.curve.metrics[name] == pytest.approx(values, rel=1e-7, abs=1e-10, nan_ok=True), name
-    # the next trial of this process (another seed, a new model) runs on the graphs already compiled: any
-    # recompile would raise under this stance
+    # the next trial of this process (another seed, a new model) runs on the graphs already compiled: a recompile
+    # would raise under this stance
     with torch.compiler.set_stance("fail_on_recompile"):
         following = TRAINER.run(small(kernel, compile=True), 4, TrialContext(workdir=tmp_path / "next"))
-    assert following.status == "completed" and compiled_batch_loss.cache_info().currsize == 1
+    assert following.status == "completed" and len(calls) == 2 * SMALL["train"]["steps"]
+
+
+def test_compiled_trials_are_planned_as_single_trials_not_packs() -> None:
+    sweep = REPO / "sweeps/robustness.yaml"  # 288 trials, seeds_per_trial: 16
+    plain = seed_packs(load_spec(sweep).trials(), 16, slots=2)
+    compiled = seed_packs(load_spec(sweep, ["train.compile=true"]).trials(), 16, slots=2)
+    assert [len(pack) for pack in plain] == [16] * 18
+    assert [len(pack) for pack in compiled] == [1] * 288
 
 
 def test_compile_is_not_part_of_the_trial_id_and_a_compiled_config_is_not_packed() -> None:

@@ -47,11 +47,9 @@ def exact(curve: Curve) -> str:
 
 
 def test_normsoftmax_learns_the_single_synonym_task(tmp_path: Path) -> None:
-    # float64 and 300 steps: this seed's run is chaotic early on (in float64 too: the code paths' curves part by
-    # step 50), so the CPU decides where it stands at step 200 (float32: 1.0 on an AMD EPYC's AVX-512 and generic
-    # kernels, 0.65 on AVX2; float64: 0.98-1.0 on that EPYC, 0.97 / 1.0 / 0.75 on an Intel Xeon's AVX-512 / AVX2 /
-    # generic paths). By step 300 it has learned the task on all of them (val_acc >= 0.99 at steps 250 and 300 on
-    # the Xeon's three paths).
+    # float64 and 300 steps: this seed's run is chaotic early on, in float64 too, so the CPU and its code path
+    # decide where it stands at step 200; by step 300 it has learned the task on every path measured
+    # (BENCHMARKS.md, section 6).
     result = TRAINER.run(config({"train": {"dtype": "float64", "steps": 300}}), seed=0,
                          ctx=TrialContext(workdir=tmp_path))
     m = result.curve.metrics

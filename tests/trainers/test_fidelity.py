@@ -172,7 +172,7 @@ def test_only_float64_kernel_regression_trials_with_a_teacher_get_new_ids() -> N
         config = schema.build(spec.trainer.config_class, trial.config)
         return trial.trial_id, schema.to_dict(config, identity_only=True).get(schema.SEMANTICS_KEY)
 
-    assert first([]) == ("e8316c149228f510", None)  # pinned from before the change: float32, planted
-    float64_id, version = first(["train.dtype=float64"])
-    assert version == "2" and float64_id != "76cdc4fedfe0b1ac"  # the same trial in float64, before the change
-    assert first(["train.dtype=float64", "task.target=random"])[1] is None
+    # pinned: the ids before the change (float32 planted; float64 random) stay, float64 planted's moves
+    assert first([]) == ("e8316c149228f510", None)
+    assert first(["train.dtype=float64", "task.target=random"]) == ("3380ee5a92189dfe", None)
+    assert first(["train.dtype=float64"]) == ("79836f5d89d6dae3", "2")  # before the change: 76cdc4fedfe0b1ac
