@@ -141,12 +141,10 @@ def _read_table(path: Path, columns: list[str] | None, dictionary_columns: Seque
     read_dictionary = [c for c in dictionary_columns if columns is None or c in columns]
     for attempt in range(2):
         try:
-            target = path.resolve()
-            if columns is not None:
-                present = set(available_columns(target))
-                if missing := [c for c in columns if c not in present]:
-                    raise KeyError(f"{path.name} has no column(s) {missing}; available: {sorted(present)}")
-            return pq.read_table(target, columns=columns, read_dictionary=read_dictionary or None)
+            dataset = pq.ParquetDataset(path.resolve(), read_dictionary=read_dictionary or None)  # one listing
+            if columns is not None and (missing := [c for c in columns if c not in dataset.schema.names]):
+                raise KeyError(f"{path.name} has no column(s) {missing}; available: {sorted(dataset.schema.names)}")
+            return dataset.read(columns=columns)
         except (OSError, pa.ArrowInvalid) as error:
             if attempt == 1:
                 raise RunTablesMissingError(

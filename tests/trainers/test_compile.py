@@ -31,6 +31,9 @@ def small(kernel: str, **train: Any) -> Any:
 @pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["softmax", "heat"])  # heat: its schedule's value changes every step
 def test_a_compiled_trial_gives_the_eager_curve_up_to_rounding(kernel: str, tmp_path: Path, monkeypatch) -> None:
+    # Its own inductor cache: the on-disk cache's keys do not include ATEN_CPU_CAPABILITY, so code compiled for
+    # this CPU's vector ISA would be reused (and fail to build) on the generic path that make test also runs.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     calls = []
 
     def counted() -> Any:  # the trainer's compiled function, each call of it counted
