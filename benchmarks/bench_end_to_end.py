@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/bench_end_to_end.py --k 16 --stop 3       # members leave packs once decided
     .venv/bin/python benchmarks/bench_end_to_end.py --stop 3 --modes vec seqstop   # vectorizing alone, both stopping
     .venv/bin/python benchmarks/bench_end_to_end.py --seeds 8 --stop 3 --modes compiled seq   # train.compile
+    .venv/bin/python benchmarks/bench_end_to_end.py --kernels softmax normsoftmax heat --k 16 --stop 3 \
+        --modes vec-compiled seq                                  # the whole default sweep, best settings (~1 h)
     .venv/bin/python benchmarks/bench_end_to_end.py --seeds 2 --lrs 1e-3 --steps 20 --k 2 --backend local --tiny
 
 Each mode is one `python -m orchestrator launch sweeps/robustness.yaml` into its own fresh run directory, with
@@ -14,10 +16,13 @@ kernel, Fisher's exact p (normsoftmax vs softmax) and the log-rank p of the time
 is smaller (`--seq-seeds`), the vectorized run is also analysed on the same trials, and the two runs' outcomes
 (success, eureka_step) are compared trial by trial. `--stop N` sets `train.stop_when_decided` for the vectorized
 run; mode `seqstop` is the sequential run with the same N, so early stopping and vectorizing can be told apart.
-Mode `compiled` is one trial at a time with `train.compile=true` and the same N (a compiled config is not packed),
-its inductor cache in a new folder, so its workers compile cold. Trials per second are compared, so the ratios
-(throughput in trial-steps per second) hold for runs of different sizes; the last line is the faster of vec and
-compiled over `seq` (or over `seqstop` when `seq` did not run).
+Mode `compiled` is one trial at a time with `train.compile=true` and the same N, and mode `vec-compiled` packs of
+--k with both; each compiled run has its inductor cache in a new folder, so its workers compile cold. `--kernels`
+picks the attention kernels (default the two the verdict compares; the default sweep has three). Trials per second
+are compared, so the ratios (throughput in trial-steps per second) hold for runs of different sizes. For each run
+that stops early, the member-steps it trained (the trials' steps_run, which also ends at a divergence) against the
+baseline's split its ratio into early stopping's share (less work) and the rest (faster member-steps). The last
+line is the fastest of vec, compiled and vec-compiled over `seq` (or over `seqstop` when `seq` did not run).
 """
 
 from __future__ import annotations
@@ -42,14 +47,16 @@ from analysis.summary import analyze_tables  # noqa: E402
 SWEEP = REPO / "sweeps" / "robustness.yaml"
 TINY = ["model.depth=1", "model.width=16", "model.heads=2", "train.batch_size=16", "task.val_size=64"]
 KEYS = ["seed", "train.lr", "model.kernel"]
-KERNELS = "sweep.model.kernel=[softmax, normsoftmax]"  # the benchmark's verdict: NormSoftmax vs softmax
+KERNELS = ["softmax", "normsoftmax"]  # the benchmark's verdict: NormSoftmax vs softmax (heat: its own p values)
+MODES = ["vec", "seq", "seqstop", "compiled", "vec-compiled"]
 
 
 def launch(run_dir: Path, seeds: int, lrs: list[str], k: int, steps: int | None, backend: str | None,
-           tiny: bool, stop: int = 0, compile: bool = False) -> float:
+           tiny: bool, stop: int = 0, compile: bool = False, kernels: list[str] = KERNELS) -> float:
     """Run the sweep into a fresh run_dir; return the wall time of the launch command."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    sets = [f"sweep.seed={{range: [0, {seeds}]}}", f"sweep.train.lr=[{', '.join(lrs)}]", KERNELS,
+    sets = [f"sweep.seed={{range: [0, {seeds}]}}", f"sweep.train.lr=[{', '.join(lrs)}]",
+            f"sweep.model.kernel=[{', '.join(kernels)}]",
             f"backend.seeds_per_trial={k}", *([f"train.steps={steps}"] if steps else []), *(TINY if tiny else []),
             *([f"train.stop_when_decided={stop}"] if stop else []), *(["train.compile=true"] if compile else [])]
     cmd = [sys.executable, "-m", "orchestrator", "launch", str(SWEEP), "--run-dir", str(run_dir), "--no-progress"]
@@ -69,14 +76,16 @@ def load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def verdict(trials: pd.DataFrame, curves: pd.DataFrame) -> dict[str, str | float]:
-    """Success counts per kernel, Fisher p and log-rank p of normsoftmax vs softmax (the analysis package's)."""
+    """Success counts per kernel, Fisher p and log-rank p of normsoftmax vs softmax (the analysis package's), and
+    of any other kernel vs softmax under its own name."""
     curves = curves[curves["trial_id"].isin(set(trials["trial_id"]))]
     table = analyze_tables(trials, curves, group_by="model.kernel", param="train.lr").comparison.set_index("group")
     out: dict[str, str | float] = {}
     for group, row in table.iterrows():
         out[f"{group} success"] = f"{int(row['n_success'])}/{int(row['n_completed'])}"
         if group != row["reference"]:
-            out["fisher_p"], out["logrank_p"] = float(row["fisher_p"]), float(row["logrank_p"])
+            prefix = "" if group == "normsoftmax" else f"{group} "
+            out[f"{prefix}fisher_p"], out[f"{prefix}logrank_p"] = float(row["fisher_p"]), float(row["logrank_p"])
     return out
 
 
@@ -109,34 +118,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stop", type=int, default=0,
                         help="train.stop_when_decided of the vectorized run (0: packs train to the end)")
     parser.add_argument("--backend", choices=["ray", "local"], default=None, help="default: the sweep's (ray)")
-    parser.add_argument("--modes", nargs="+", choices=["vec", "seq", "seqstop", "compiled"], default=["vec", "seq"],
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["vec", "seq"],
                         help="vec: packs of --k (with --stop); seq: one trial at a time, no stop; seqstop: one trial "
-                        "at a time with --stop; compiled: one trial at a time with --stop and train.compile "
-                        "(default: vec seq)")
+                        "at a time with --stop; compiled: one trial at a time with --stop and train.compile; "
+                        "vec-compiled: packs of --k with --stop and train.compile (default: vec seq)")
+    parser.add_argument("--kernels", nargs="+", default=KERNELS,
+                        help=f"model.kernel values (default: {' '.join(KERNELS)}; the default sweep's: softmax "
+                        "normsoftmax heat)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model (smoke test of the script)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the run directories go (default: temp)")
     args = parser.parse_args(argv)
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_e2e_"))
     steps = args.steps or 2000
-    sizes = {"vec": args.seeds, "compiled": args.seeds, "seq": args.seq_seeds or args.seeds,
-             "seqstop": args.seq_seeds or args.seeds}
-    rates, tables = {}, {}
+    sizes = {mode: (args.seq_seeds or args.seeds) if mode.startswith("seq") else args.seeds for mode in MODES}
+    rates, tables, work_done = {}, {}, {}
     for mode in args.modes:
-        k = args.k if mode == "vec" else 1
+        k = args.k if mode.startswith("vec") else 1
         run_dir = work / f"e2e-{mode}"
         stop = 0 if mode == "seq" else args.stop
         wall = launch(run_dir, sizes[mode], args.lrs, k, args.steps, args.backend, args.tiny, stop,
-                      compile=mode == "compiled")
+                      compile=mode.endswith("compiled"), kernels=args.kernels)
         trials, curves = load(run_dir)
         tables[mode] = (trials, curves)
         rates[mode] = len(trials) * steps / wall
+        work_done[mode] = int(trials["steps_run"].sum()) / (len(trials) * steps)  # of the steps without stopping
         print(f"{mode}: {len(trials)} trials (seeds_per_trial={k}, stop_when_decided={stop}) in {wall:.1f} s wall "
               f"({wall / 60:.2f} min); "
-              f"statuses {trials['status'].astype(str).value_counts().to_dict()}", flush=True)
+              f"statuses {trials['status'].astype(str).value_counts().to_dict()}; "
+              f"member-steps trained {work_done[mode]:.1%} of {len(trials) * steps:,}", flush=True)
         print(f"  verdict: {describe(verdict(trials, curves))}", flush=True)
     baseline = next((mode for mode in ("seq", "seqstop") if mode in tables), None)
-    candidates = [mode for mode in ("vec", "compiled") if mode in tables]
+    candidates = [mode for mode in ("vec", "compiled", "vec-compiled") if mode in tables]
     for candidate in candidates if baseline is not None else []:
         cand_trials, cand_curves = tables[candidate]
         subset = cand_trials[cand_trials["seed"] < sizes[baseline]]
@@ -147,9 +160,12 @@ def main(argv: list[str] | None = None) -> None:
             if mode not in tables:
                 continue
             v_sub, v_seq = verdict(subset, cand_curves), verdict(*tables[mode])
+            ratio = rates[candidate] / rates[mode]
+            less_work = work_done[mode] / work_done[candidate]
             print(f"{candidate} vs {mode}: same verdict (Fisher and log-rank on the same side of 0.05, same trials): "
                   f"{same_verdict(v_sub, v_seq)}; per trial: {outcome_agreement(subset, tables[mode][0])}; "
-                  f"throughput ratio {rates[candidate] / rates[mode]:.2f}x")
+                  f"throughput ratio {ratio:.2f}x = {less_work:.2f}x less work (early stopping) "
+                  f"x {ratio / less_work:.2f}x member-steps per second")
     best = max(candidates, key=lambda mode: rates[mode], default=None)
     ratio = rates[best] / rates[baseline] if best is not None and baseline is not None else float("nan")
     print(f"ratio end to end ({best or 'vectorized'} / {baseline or 'sequential'} trial-steps per second): "

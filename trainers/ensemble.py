@@ -33,19 +33,27 @@ What differs from the sequential trainer on purpose:
   entropy diagnostic) are read back out of the vmapped call and handed to the model's own diagnostic functions one
   member at a time, through a per-member view of the weights and gradients.
 
-Not vectorized (`can_pack` is False, so the orchestrator plans such trials as single trials, and `run_pack` raises
-NotImplementedError before any work): the image task, and `train.compile` (it compiles the one-seed step).
+- With `train.compile`, the members' losses go through `torch.compile(pack_losses)` in chunks of COMPILED_CHUNK
+  members, and the rest one by one through `torch.compile(member_loss)` (`compiled_chunks`): a graph's member
+  count is static (vmap does not trace with a symbolic one), and members leave the stack at any count, so chunks
+  keep a process at two graphs per config, reused by every later pack, without computing finished members.
+  Eager's results up to rounding.
 
-Speed (benchmarks/bench_vectorize.py, 1 torch thread, 2-core AMD EPYC): ~1.1-1.35x the sequential member-steps per
-second at K = 8-32, not more. A default trial is compute-bound on CPU: matrix multiplies are ~51% of a sequential
-step (so no pack can beat ~1.95x), and batched 32 deep they run slower per FLOP than alone (~56 vs ~80 GFLOP/s:
-the activations leave the caches), as does the elementwise work (GELU, LayerNorm). Vectorizing removes the per-op
-dispatch, autograd and optimizer overhead. With `train.stop_when_decided`, members leaving the stack cut the work
-itself. At K = 1 the pack is slower than `run` (vmap overhead); the orchestrator runs single-seed packs with `run`.
+Not vectorized (`can_pack` is False, so the orchestrator plans such trials as single trials, and `run_pack` raises
+NotImplementedError before any work): the image task.
+
+Speed (benchmarks/bench_vectorize.py and bench_compile.py; BENCHMARKS.md sections 2 and 9): a default trial is
+compute-bound on CPU, and its matrix multiplies are about half of a sequential step, so no pack can make a step
+more than ~2x faster; batched, the multiplies run slower per FLOP than alone (the activations leave the caches), as
+does the elementwise work (GELU, LayerNorm). Vectorizing removes the per-op dispatch, autograd and optimizer
+overhead; compiling also fuses the elementwise work. With `train.stop_when_decided`, members leaving the stack cut
+the work itself. At K = 1 the pack is slower than `run` (vmap overhead); the orchestrator runs single-seed packs
+with `run`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -82,6 +90,11 @@ from trainers.model import Encoder, layer_entropies, qkv_grad_norms
 EVAL_CHUNK = 8  # members per vmapped chunk when evaluating: bounds memory (K x val_size activations)
 # Members per vmapped chunk in a training step; None: all at once (chunks of 8 measured no faster at K = 32).
 TRAIN_CHUNK: int | None = None
+# With train.compile, R live members run as R // 4 compiled vmapped calls of 4 members, and R % 4 compiled calls of
+# one member without vmap (a vmap of one is slower): however members leave, a process compiles one graph of each
+# per config (shapes static: dynamic=False), and no call pads its stack with finished members. Chunk sizes are
+# compared in BENCHMARKS.md section 9 (bench_compile.py --chunks).
+COMPILED_CHUNK = 4
 Slot = tuple[nn.Module, str]  # a module attribute that forward writes (e.g. Attention.last_weights)
 StepHook = Callable[[int, dict[str, torch.Tensor], list[int]], None]  # (step, stacked params, their members)
 
@@ -104,9 +117,53 @@ def check_vectorizable(config: EurekaConfig) -> None:
     """Raise NotImplementedError for what the ensemble does not cover (the orchestrator then runs seed by seed)."""
     if config.task.kind != "tokens":
         raise NotImplementedError(f"seed packs cover the token task only, not task.kind={config.task.kind!r}")
-    if config.train.compile:
-        raise NotImplementedError("train.compile compiles the one-seed step, not the vectorized one: its trials "
-                                  "run one by one, each compiled")
+
+
+def member_forward(base: nn.Module, slots: list[Slot], params: dict[str, torch.Tensor], inputs: torch.Tensor,
+                   noise: torch.Tensor | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """One member's logits (B, 10), by `base` run on its weights `params`, and the tensors its forward stored on
+    modules (read back, then reset, so no batched tensor outlives the vmap). vmap adds the leading member dim."""
+    saved = [getattr(m, name) for m, name in slots]
+    with _ContiguousLinearInputs():
+        logits = functional_call(base, params, (inputs, noise))  # inputs (B, T) -> (B, 10), per member
+    stored = {i: getattr(m, name) for i, (m, name) in enumerate(slots)}
+    for (m, name), value in zip(slots, saved, strict=True):
+        setattr(m, name, value)
+    return logits, {i: v for i, v in stored.items() if isinstance(v, torch.Tensor)}
+
+
+def member_loss(base: nn.Module, slots: list[Slot], params: dict[str, torch.Tensor], inputs: torch.Tensor,
+                labels: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    """One member's mean cross-entropy on its batch: inputs (B, T), labels (B,)."""
+    logits, _ = member_forward(base, slots, params, inputs, noise)  # (B, 10)
+    return F.cross_entropy(logits, labels)  # the sequential trainer's loss, per member
+
+
+def pack_losses(base: nn.Module, slots: list[Slot], params: dict[str, torch.Tensor], inputs: torch.Tensor,
+                labels: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    """Each member's mean cross-entropy on its own batch, (R,): params name -> (R, ...), inputs (R, B, T), labels
+    (R, B), noise (R, B, T, C) or None."""
+    loss = functools.partial(member_loss, base, slots)
+    in_dims = (0, 0, 0, None if noise is None else 0)
+    return torch.vmap(loss, in_dims=in_dims, chunk_size=TRAIN_CHUNK)(params, inputs, labels, noise)
+
+
+@functools.cache
+def compiled_pack_losses() -> Callable[..., torch.Tensor]:
+    """`pack_losses` under torch.compile, made once per process: every pack the process runs reuses its graphs
+    (the template module and its weights are arguments, not constants of the graph)."""
+    return torch.compile(pack_losses, dynamic=False)
+
+
+@functools.cache
+def compiled_member_loss() -> Callable[..., torch.Tensor]:
+    """`member_loss` under torch.compile, made once per process: one member's loss on its own row of the stack."""
+    return torch.compile(member_loss, dynamic=False)
+
+
+def compiled_chunks(rows: int) -> list[int]:
+    """The member counts of the compiled calls that cover `rows` live members (COMPILED_CHUNK)."""
+    return [COMPILED_CHUNK] * (rows // COMPILED_CHUNK) + [1] * (rows % COMPILED_CHUNK)
 
 
 def forward_slots(model: nn.Module, probe: Callable[[], Any]) -> list[Slot]:
@@ -164,9 +221,8 @@ class SeedEnsemble:
         self.results: list[TrainResult | None] = [None] * self.K  # set when a member ends (diverged or done)
         self.loss_sum = [0.0] * self.K
         self.n_losses = [0] * self.K
-        self._train_call = torch.vmap(self._member_loss, in_dims=(0, 0, 0, 0), chunk_size=TRAIN_CHUNK)
-        self._train_call_no_noise = torch.vmap(self._member_loss, in_dims=(0, 0, 0, None), chunk_size=TRAIN_CHUNK)
-        self._eval_call = torch.vmap(self._forward, in_dims=(0, None, None), chunk_size=EVAL_CHUNK)
+        self._eval_call = torch.vmap(functools.partial(member_forward, self.base, self.slots), in_dims=(0, None, None),
+                                     chunk_size=EVAL_CHUNK)
 
     # ---- members -----------------------------------------------------------------------------------------------
 
@@ -179,32 +235,13 @@ class SeedEnsemble:
             model.admin_profile(self.val.inputs[:256])
         return model
 
-    # ---- vmapped calls (one member's view; vmap adds the leading K) ------------------------------------------
-
-    def _forward(self, params: dict[str, torch.Tensor], inputs: torch.Tensor,
-                 noise: torch.Tensor | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """One member's logits (B, 10) and the tensors its forward stored on modules (read back, then reset, so no
-        batched tensor outlives the vmap)."""
-        saved = [getattr(m, name) for m, name in self.slots]
-        with _ContiguousLinearInputs():
-            logits = functional_call(self.base, params, (inputs, noise))  # inputs (B, T) -> (B, 10), per member
-        stored = {i: getattr(m, name) for i, (m, name) in enumerate(self.slots)}
-        for (m, name), value in zip(self.slots, saved, strict=True):
-            setattr(m, name, value)
-        return logits, {i: v for i, v in stored.items() if isinstance(v, torch.Tensor)}
-
-    def _member_loss(self, params: dict[str, torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor,
-                     noise: torch.Tensor | None) -> torch.Tensor:
-        logits, _ = self._forward(params, inputs, noise)  # (B, 10)
-        return F.cross_entropy(logits, labels)  # the sequential trainer's loss, per member
-
     # ---- training ----------------------------------------------------------------------------------------------
 
     def train(self, after_step: StepHook | None = None) -> list[TrainResult]:
         tc = self.config.train
         self.evaluate(0)
         for step in range(1, tc.steps + 1):
-            self.base.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule (a plain attribute)
+            self.base.set_progress((step - 1) / tc.steps)  # the heat kernel's schedule
             batches = [self.task.sample(tc.batch_size, self.data[k]).to(self.device, self.dtype) for k in self.rows]
             losses = self._losses(batches)  # (R,), one per live member
             values = losses.tolist()  # the one host read per step: divergence must stop at the step it happens
@@ -307,13 +344,34 @@ class SeedEnsemble:
                 p.sub_(before[name]).mul_(lr).add_(before[name])
 
     def _losses(self, batches: list[Batch]) -> torch.Tensor:
-        """Each live member's mean cross-entropy on its own batch, (R,)."""
+        """Each live member's mean cross-entropy on its own batch, (R,); with train.compile, in compiled chunks."""
         inputs = torch.stack([b.inputs for b in batches])  # (R, B, T)
         labels = torch.stack([b.labels for b in batches])  # (R, B)
-        if self.config.task.embed_noise > 0:
-            noise = torch.stack([b.noise for b in batches if b.noise is not None])  # (R, B, T, C)
-            return self._train_call(self.params, inputs, labels, noise)  # (R,)
-        return self._train_call_no_noise(self.params, inputs, labels, None)  # (R,)
+        noise = (torch.stack([b.noise for b in batches if b.noise is not None])  # (R, B, T, C)
+                 if self.config.task.embed_noise > 0 else None)
+        if not self.config.train.compile:
+            return pack_losses(self.base, self.slots, self.params, inputs, labels, noise)  # (R,)
+        return self._compiled_losses(inputs, labels, noise)
+
+    def _compiled_losses(self, inputs: torch.Tensor, labels: torch.Tensor,
+                         noise: torch.Tensor | None) -> torch.Tensor:
+        """`pack_losses` through the compiled functions, chunk by chunk (compiled_chunks), (R,)."""
+        sizes = compiled_chunks(len(inputs))
+        # split, not slices: its backward is one concatenation of the chunks' gradients into each stacked leaf
+        params = {name: p.split(sizes) for name, p in self.params.items()}
+        inputs_, labels_ = inputs.split(sizes), labels.split(sizes)
+        noise_ = noise.split(sizes) if noise is not None else [None] * len(sizes)
+        losses = []
+        for i, size in enumerate(sizes):
+            chunk = {name: chunks[i] for name, chunks in params.items()}  # name -> (size, ...)
+            if size > 1:
+                losses.append(compiled_pack_losses()(self.base, self.slots, chunk, inputs_[i], labels_[i], noise_[i]))
+                continue
+            one_noise = noise_[i][0] if noise_[i] is not None else None
+            loss = compiled_member_loss()(self.base, self.slots, {name: p[0] for name, p in chunk.items()},
+                                          inputs_[i][0], labels_[i][0], one_noise)  # ()
+            losses.append(loss.unsqueeze(0))
+        return torch.cat(losses)  # (R,)
 
     # ---- evaluation --------------------------------------------------------------------------------------------
 

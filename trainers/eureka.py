@@ -135,8 +135,8 @@ class TrainConfig(TrainSection):
         doc="torch.compile each step's forward and loss (the backward through AOTAutograd): the results are "
         "eager's up to rounding, so it is not part of the trial id. The compile is paid once per process and "
         "config shape, and later processes load it from inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR); "
-        "BENCHMARKS.md gives its cost and payback. On CPU it needs a C++ compiler. One seed per trial: its "
-        "trials are planned as single trials, not seed packs",
+        "BENCHMARKS.md gives its cost and payback. On CPU it needs a C++ compiler. Seed packs compile their "
+        "vectorized step (trainers/ensemble.py)",
     )
 
     @property

@@ -92,7 +92,7 @@ def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
     return e / e.sum(dim=-1, keepdim=True)
 
 
-def softmax_kernel(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+def softmax_kernel(q: torch.Tensor, k: torch.Tensor, scale: float | torch.Tensor | None = None) -> torch.Tensor:
     """softmax(scale * QK^T), scale 1/sqrt(D) unless given (the heat kernel gives its schedule's value)."""
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     return softmax_rows(q @ k.transpose(-2, -1) * scale)  # (B, H, Tq, T)
@@ -157,7 +157,14 @@ class Attention(nn.Module):
         self.w_k = nn.Linear(config.width, config.width)
         self.w_v = nn.Linear(config.width, config.width)
         self.w_o = nn.Linear(config.width, config.width)
-        self.progress = 0.0  # fraction of training done; the heat kernel's schedule reads it
+        self._progress = 0.0  # fraction of training done: set_progress
+        # The heat kernel's logit scale at that point, as a 0-dim float64 tensor written in place: torch.compile
+        # reads a tensor attribute as an input of its graph, whereas a float attribute is a constant of the graph,
+        # guarded on its value, so a schedule that moves every step would compile again. The value is the Python
+        # float heat_scale gives (float64 holds it exactly), and a 0-dim tensor multiplies as that float does.
+        # A plain attribute, not a buffer (seed packs stack no buffers), so it stays on the CPU: weights() moves it.
+        self.heat_logit_scale = torch.zeros((), dtype=torch.float64)
+        self.set_progress(0.0)
         self.last_weights: torch.Tensor | None = None  # (B, H, Tq, T), kept for diagnostics (attention entropy)
 
     def weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -170,11 +177,23 @@ class Attention(nn.Module):
             return normsoftmax_kernel(q, k, c.norm_stat)
         if c.kernel == "heat":
             # vit_timm0412.py `Attention.forward`: the schedule's value replaces head_dim ** -0.5
-            scale = heat_scale(self.progress, c.heat_start, c.heat_end, c.heat_fraction)
-            if c.heat_units == "relative":
-                scale *= math.sqrt(OFFICIAL_HEAD_DIM / q.size(-1))
-            return softmax_kernel(q, k, scale)
+            return softmax_kernel(q, k, self.heat_logit_scale.to(q.device))
         return gaussian_kernel(q, k, c.gaussian_normalize)
+
+    @property
+    def progress(self) -> float:
+        """The fraction of training done, as set_progress last set it (read-only: the heat scale follows it)."""
+        return self._progress
+
+    def set_progress(self, progress: float) -> None:
+        """Move to `progress` (0..1) of training: the heat kernel's scale follows its schedule."""
+        c = self.config
+        self._progress = progress
+        if c.kernel == "heat":
+            scale = heat_scale(progress, c.heat_start, c.heat_end, c.heat_fraction)
+            if c.heat_units == "relative":
+                scale *= math.sqrt(OFFICIAL_HEAD_DIM / (c.width // c.heads))
+            self.heat_logit_scale.fill_(scale)
 
     def forward(self, x: torch.Tensor, n_out: int | None = None) -> torch.Tensor:
         """x (B, T, C) supplies keys and values; the first n_out positions (all if None) attend. -> (B, Tq, C)"""
@@ -297,7 +316,7 @@ class Encoder(nn.Module):
     def set_progress(self, progress: float) -> None:
         """Tell the kernels how far training is (0..1); the heat kernel anneals with it."""
         for block in self.blocks:
-            block.attn.progress = progress
+            block.attn.set_progress(progress)
 
     @torch.no_grad()
     def admin_profile(self, inputs: torch.Tensor) -> list[float]:

@@ -59,7 +59,7 @@ def test_heat_kernel_scales_the_raw_logits_by_the_schedule_in_place_of_one_over_
     row = [0.5, -1.0, 2.0, 0.0, 1.5]
     q, k = logits_row_qk(row, 16)
     for progress, scale in ((0.0, start_scale), (0.75, end_scale)):
-        attention.progress = progress
+        attention.set_progress(progress)
         expected = torch.softmax(torch.tensor(row, dtype=torch.float64) * scale, -1)
         torch.testing.assert_close(attention.weights(q, k)[0, 0, 0], expected)
 
