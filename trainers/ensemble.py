@@ -122,7 +122,8 @@ def check_vectorizable(config: EurekaConfig) -> None:
 def member_forward(base: nn.Module, slots: list[Slot], params: dict[str, torch.Tensor], inputs: torch.Tensor,
                    noise: torch.Tensor | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """One member's logits (B, 10), by `base` run on its weights `params`, and the tensors its forward stored on
-    modules (read back, then reset, so no batched tensor outlives the vmap). vmap adds the leading member dim."""
+    modules (read back, then reset, so no batched tensor outlives the vmap). Under vmap (pack_losses, the evals)
+    every tensor here gains the leading member dim; compiled single members call it without vmap."""
     saved = [getattr(m, name) for m, name in slots]
     with _ContiguousLinearInputs():
         logits = functional_call(base, params, (inputs, noise))  # inputs (B, T) -> (B, 10), per member
