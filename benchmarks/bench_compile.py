@@ -66,25 +66,34 @@ def pack_step(e: Any) -> None:
     e._optimizer_step(1)
 
 
+def alternate(runs: dict[str, Any], block: int, rounds: int) -> dict[str, float]:
+    """Seconds each label's `runs[label]()` (one step) took over `rounds` rounds of `block` calls, the labels taking
+    turns in blocks, their order flipped every round so that drift falls on all of them alike."""
+    totals = dict.fromkeys(runs, 0.0)
+    labels = list(runs)
+    for r in range(rounds):
+        for label in labels if r % 2 == 0 else labels[::-1]:
+            totals[label] += timed(runs[label], block)
+    return totals
+
+
+def timed(one_step: Any, n: int) -> float:
+    """Seconds of n calls of one_step()."""
+    start = time.perf_counter()
+    for _ in range(n):
+        one_step()
+    return time.perf_counter() - start
+
+
 def pack_member_ms(overrides: dict[str, Any], pack: int, block: int, rounds: int) -> dict[str, float]:
     """A seed pack of `pack` members, eager and compiled (trainers/ensemble.py), stepped in alternating blocks of
     `block` steps: ms per member-step each, and the compiled pack's first step (its compile) in seconds."""
-    def timed_steps(e: Any, n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            pack_step(e)
-        return time.perf_counter() - start
-
     with tempfile.TemporaryDirectory() as work:
         eager, compiled = new_pack(overrides, pack, False, Path(work)), new_pack(overrides, pack, True, Path(work))
-        timed_steps(eager, 2)
-        first = timed_steps(compiled, 1) - timed_steps(eager, 1)
-        timed_steps(compiled, 2)
-        totals = {"eager": 0.0, "compiled": 0.0}
-        for r in range(rounds):
-            order = [("eager", eager), ("compiled", compiled)]
-            for name, e in order if r % 2 == 0 else order[::-1]:
-                totals[name] += timed_steps(e, block)
+        timed(lambda: pack_step(eager), 2)
+        first = timed(lambda: pack_step(compiled), 1) - timed(lambda: pack_step(eager), 1)
+        timed(lambda: pack_step(compiled), 2)
+        totals = alternate({"eager": lambda: pack_step(eager), "compiled": lambda: pack_step(compiled)}, block, rounds)
     n = block * rounds * pack
     return {"pack_compile_s": first, "pack_eager_ms": 1e3 * totals["eager"] / n,
             "pack_compiled_ms": 1e3 * totals["compiled"] / n}
@@ -93,7 +102,6 @@ def pack_member_ms(overrides: dict[str, Any], pack: int, block: int, rounds: int
 def child(overrides: dict[str, Any], block: int, rounds: int, trial_steps: int, pack: int) -> dict[str, float]:
     """One process's measurements (see the module docstring)."""
     import torch
-    import torch.nn.functional as F
     from bench_vectorize import gemm_rates
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -102,46 +110,27 @@ def child(overrides: dict[str, Any], block: int, rounds: int, trial_steps: int, 
     from trainers.eureka import TRAINER
 
     torch.set_num_threads(1)
-    config = build(TRAINER.config_class, overrides)
-    device = torch.device("cpu")
+    configs = {compile: build(TRAINER.config_class, {**overrides, "train": {**overrides.get("train", {}),
+                                                                            "compile": compile}})
+               for compile in (False, True)}
     limit_before = gemm_rates(1, repeats=100)[0]
 
-    def trial_state(seed: int) -> dict[str, Any]:
+    def trial_state(seed: int, compile: bool) -> dict[str, Any]:
         torch.manual_seed(seed)  # the loop seeds the global RNG before setup: the model's init
-        return TRAINER.setup(config, seed, device)
+        return TRAINER.setup(configs[compile], seed, torch.device("cpu"))
 
-    def loss_of(model: torch.nn.Module, inputs: torch.Tensor, noise: torch.Tensor | None,
-                labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(inputs, noise), labels)
+    def stepper(state: dict[str, Any]) -> Any:  # the trainer's step (its compiled loss when the config says so)
+        return lambda: TRAINER.step(state, 1)
 
-    compiled_loss = torch.compile(loss_of)
-
-    def step(state: dict[str, Any], loss_fn: Any) -> None:
-        batch = state["_task"].sample(config.train.batch_size, state["data"])
-        loss = loss_fn(state["model"], batch.inputs, batch.noise, batch.labels)
-        state["optimizer"].zero_grad(set_to_none=True)
-        loss.backward()
-        state["optimizer"].step()
-
-    def timed_steps(state: dict[str, Any], loss_fn: Any, n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
-            step(state, loss_fn)
-        return time.perf_counter() - start
-
-    eager, compiled = trial_state(0), trial_state(0)
-    timed_steps(eager, loss_of, 5)  # warm the allocator and the eager kernels
-    eager_step = timed_steps(eager, loss_of, 5) / 5
-    first = timed_steps(compiled, compiled_loss, 1)
-    timed_steps(compiled, compiled_loss, 5)
+    eager, compiled = stepper(trial_state(0, False)), stepper(trial_state(0, True))
+    timed(eager, 5)  # warm the allocator and the eager kernels
+    eager_step = timed(eager, 5) / 5
+    first = timed(compiled, 1)
+    timed(compiled, 5)
     with FlopCounterMode(display=False) as counter:
-        step(trial_state(2), loss_of)
-    totals = {"eager": 0.0, "compiled": 0.0}
-    for r in range(rounds):
-        order = [("eager", eager, loss_of), ("compiled", compiled, compiled_loss)]
-        for name, state, loss_fn in order if r % 2 == 0 else order[::-1]:
-            totals[name] += timed_steps(state, loss_fn, block)
-    next_trial = timed_steps(trial_state(1), compiled_loss, 1)
+        stepper(trial_state(2, False))()
+    totals = alternate({"eager": eager, "compiled": compiled}, block, rounds)
+    next_trial = timed(stepper(trial_state(1, True)), 1)
     trial_s = {}
     for name, compile in (("eager", False), ("compiled", True)):  # the trainer's own compiled function, warmed up
         whole = build(TRAINER.config_class, {**overrides, "train": {**overrides.get("train", {}),
@@ -206,17 +195,10 @@ def chunk_child(overrides: dict[str, Any], pack: int, chunks: list[int], block: 
             ensemble.COMPILED_CHUNK = int(label)
             return compiled
 
-        labels = ["eager", *map(str, chunks)]
-        for label in labels:  # compile every chunk size before timing
-            pack_step(pack_for(label))
-        totals = dict.fromkeys(labels, 0.0)
-        for r in range(rounds):
-            for label in labels if r % 2 == 0 else labels[::-1]:
-                e = pack_for(label)
-                start = time.perf_counter()
-                for _ in range(block):
-                    pack_step(e)
-                totals[label] += time.perf_counter() - start
+        runs = {label: (lambda label=label: pack_step(pack_for(label))) for label in ["eager", *map(str, chunks)]}
+        for run in runs.values():  # compile every chunk size before timing
+            run()
+        totals = alternate(runs, block, rounds)
     return {label: 1e3 * total / (block * rounds * pack) for label, total in totals.items()}
 
 
